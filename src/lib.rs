@@ -1,0 +1,24 @@
+//! # robust-paf
+//!
+//! Parametric activation functions for adversarial robustness: a Rust reproduction of
+//! Dai, Mahloujifar & Mittal, *Parameterizing Activation Functions for Adversarial Robustness*
+//! (arXiv 2110.05626), on dfdx 0.13 with compile-time-shaped models.
+//!
+//! Modules, from the bottom up (each depends only on those before it):
+//! - [`ops`]: convolution, batch norm (train and eval mode, both differentiable), pooling, and the
+//!   fused point-wise op, as dfdx tape ops (the conv/pool/BN dfdx lacks on stable Rust);
+//! - [`activations`]: the twelve activations of PAPER.md §1.2, shared by the whole network, and
+//!   their shape properties (§1.3);
+//! - [`models`]: CIFAR ResNet-18, pre-activation WideResNet, ImageNet-stem ResNet-18, VGG-16-BN
+//!   (PAPER.md §2);
+//! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
+//! - [`notebook`]: plots and tables for the evcxr notebooks.
+
+pub mod error;
+pub mod ops;
+
+pub use error::Error;
+pub mod activations;
+pub mod models;
+pub mod notebook;
+pub mod train;

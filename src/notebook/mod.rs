@@ -1,0 +1,1 @@
+//! Plots and tables for the evcxr notebooks (see notebooks/). Filled in by the notebook work.

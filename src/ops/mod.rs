@@ -1,0 +1,104 @@
+//! Tensor operations that dfdx 0.13 lacks on stable Rust: 2-D convolution, batch norm with a
+//! run-time train/eval switch (eval mode passes gradients to its input, which attacks need),
+//! average / max / global pooling, flatten, and a fused point-wise op with scalar parameters that
+//! the activations of PAPER.md §1.2 are built on.
+//!
+//! Every op records its backward pass on the dfdx tape of its input, comes as `try_*` (returning
+//! the device error) plus an infallible form, and is generic over the device through
+//! [`Backend`]: the CPU implementation (`cpu/`, multi-threaded im2col + `gemm`) is selected
+//! for [`dfdx::tensor::Cpu`]; a CUDA implementation composed of dfdx's public ops plugs in behind
+//! the same trait (issue 3) without changing callers.
+//!
+//! **Layout.** Images are channels-last (NHWC): `Tensor<(B, Const<H>, Const<W>, Const<C>)>`,
+//! the layout im2col and gemm want (contiguous channels). Convolution weights are stored
+//! `[C_out, K, K, C_in]` (OHWI); PyTorch's `[C_out, C_in, K, K]` is converted at the import
+//! boundary ([`crate::models`]).
+//!
+//! **Compile-time shapes.** Output sizes are looked up through [`ConvOut`] / [`PoolOut`], traits
+//! implemented for every size a model can meet, so a layer whose input does not fit has no
+//! `Module` impl and a misfitting model does not compile (see `tests/compile_fail/`).
+
+mod cpu;
+mod geometry;
+mod pointwise;
+mod shapes;
+
+pub use geometry::{ConvGeometry, PoolGeometry};
+pub use pointwise::{try_pointwise, pointwise, ScalarFn};
+pub use shapes::{ConvOut, PoolOut};
+
+mod conv;
+mod norm;
+mod pool;
+
+pub use conv::{conv2d, try_conv2d};
+pub use norm::{
+    batch_norm2d_eval, batch_norm2d_train, try_batch_norm2d_eval, try_batch_norm2d_train,
+    BatchStatistics,
+};
+pub use pool::{
+    avg_pool2d, flatten, global_avg_pool2d, max_pool2d, try_avg_pool2d, try_flatten,
+    try_global_avg_pool2d, try_max_pool2d,
+};
+
+use dfdx::shapes::{Rank1, Rank4, Shape};
+use dfdx::tensor::{Tape, Tensor};
+
+/// The element type of every tensor in the crate.
+pub type Elem = f32;
+
+/// A batch of images in the crate's layout: `(batch, height, width, channels)` (NHWC).
+pub type Image<B, const H: usize, const W: usize, const C: usize, D, T> =
+    Tensor<(B, dfdx::shapes::Const<H>, dfdx::shapes::Const<W>, dfdx::shapes::Const<C>), Elem, D, T>;
+
+/// The kernels the crate needs from a device, on top of dfdx's own [`dfdx::tensor_ops::Device`].
+///
+/// Implemented for [`dfdx::tensor::Cpu`]. Shapes are carried through generically; the geometry
+/// (batch, spatial sizes, kernel, stride, padding) arrives at run time, already checked at
+/// compile time by the typed wrappers ([`conv2d`], [`batch_norm2d_train`], ...).
+pub trait Backend: dfdx::tensor_ops::Device<Elem> {
+    /// `y = conv(x, w) + b`, NHWC input and output, OHWI weight.
+    #[allow(clippy::type_complexity)]
+    fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
+        x: Tensor<Si, Elem, Self, T>,
+        w: &Tensor<Rank4<CO, K, K, CI>, Elem, Self>,
+        b: Option<&Tensor<Rank1<CO>, Elem, Self>>,
+        out_shape: So,
+        g: ConvGeometry,
+    ) -> Result<Tensor<So, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>;
+
+    /// Batch norm over every axis but the last (channels), NHWC. In training mode the batch
+    /// statistics are used and returned; in evaluation mode `running` (mean, var) is used.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn batch_norm_kernel<S: Shape, const C: usize, T>(
+        x: Tensor<S, Elem, Self, T>,
+        weight: &Tensor<Rank1<C>, Elem, Self>,
+        bias: &Tensor<Rank1<C>, Elem, Self>,
+        running: Option<(&Tensor<Rank1<C>, Elem, Self>, &Tensor<Rank1<C>, Elem, Self>)>,
+        eps: f64,
+    ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
+    where
+        T: Tape<Elem, Self>;
+
+    /// Average (`max = false`) or max pooling over k×k windows, NHWC.
+    fn pool2d_kernel<Si: Shape, So: Shape, T>(
+        x: Tensor<Si, Elem, Self, T>,
+        out_shape: So,
+        g: PoolGeometry,
+        max: bool,
+    ) -> Result<Tensor<So, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>;
+
+    /// `y = f(x)` element-wise, with the gradient of up to two shared scalar parameters summed
+    /// over every element (`params[i] = None`: parameter i is absent or frozen).
+    fn pointwise_kernel<S: Shape, T, F: ScalarFn>(
+        x: Tensor<S, Elem, Self, T>,
+        f: F,
+        params: [Option<&Tensor<Rank1<1>, Elem, Self>>; 2],
+    ) -> Result<Tensor<S, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>;
+}
