@@ -13,7 +13,7 @@ use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection, TensorOptions
 use dfdx::shapes::Dtype;
 use dfdx::tensor::Storage;
 use dfdx::tensor_ops::Device;
-use num_traits::ToPrimitive;
+
 use dfdx::shapes::{Const, ConstDim, Dim, Rank1, Rank4};
 use dfdx::tensor::{Tape, Tensor};
 
@@ -85,8 +85,8 @@ fn kaiming_fan_out<const CO: usize, const K: usize, const CI: usize, E: Dtype, D
     t.try_fill_with_distr(ScaledNormal(std))
 }
 
-/// N(0, σ²) for any dtype (sampled in f64).
-pub(crate) struct ScaledNormal<E>(pub(crate) E);
+/// N(0, σ²) for any dtype (sampled in f64); `ScaledNormal(σ)`.
+pub struct ScaledNormal<E>(pub E);
 
 impl<E: Dtype> rand_distr::Distribution<E> for ScaledNormal<E> {
     fn sample<R: rand::Rng + ?Sized>(&self, rng: &mut R) -> E {

@@ -6,3 +6,14 @@
 pub mod layers;
 
 pub use layers::{BatchNorm2d, BatchNormState, Conv2d, Conv2dBias, Mode, StatsRecorder};
+pub mod classifier;
+pub mod resnet;
+
+pub use classifier::{Classifier, InputOf, LogitsOf};
+pub use resnet::{ResNet18, ResNet18ImageNet};
+pub mod wide_resnet;
+
+pub use wide_resnet::{WideResNet, WideResNet16x4, WideResNet28x10, WideResNet34x10};
+pub mod vgg;
+
+pub use vgg::Vgg16Bn;
