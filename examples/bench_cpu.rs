@@ -1,0 +1,79 @@
+//! CPU benchmark (not a test): images/s of a CIFAR ResNet-18 training step (forward, backward,
+//! SGD) at B=32 and B=128, and of one PGD step (forward + input gradient, batch norm in eval
+//! mode) at B=128, with ReLU and with PSSiLU.
+//!
+//! `RAYON_NUM_THREADS=2 cargo run --release --example bench_cpu [-- --quick]`
+//! Run `python3 ../shared/bench/pytorch_resnet18.py --device cpu` right after, on the same machine.
+
+use std::time::Instant;
+
+use dfdx::prelude::*;
+use robust_paf::activations::{Activation, Pssilu, Relu};
+use robust_paf::models::{Classifier, ResNet18};
+use robust_paf::train::{PafSgd, SgdSettings};
+
+type Dev = Cpu;
+type Images = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Dev>;
+
+fn images(dev: &Dev, b: usize) -> (Images, Tensor<(usize, Const<10>), f32, Dev>) {
+    let x: Images = dev.sample_uniform_like(&(b, Const, Const, Const));
+    let mut y = vec![0.0f32; b * 10];
+    for i in 0..b {
+        y[i * 10 + i % 10] = 1.0;
+    }
+    (x, dev.tensor_from_vec(y, (b, Const)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    f(); // warm-up
+    median((0..reps).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    }).collect())
+}
+
+fn bench<A: Activation<Dev>>(dev: &Dev, name: &str, batches: &[usize], reps: usize)
+where
+    ResNet18<A, Dev>: BuildModule<Dev, f32>,
+{
+    let mut model = ResNet18::<A, Dev>::new(dev);
+    let mut opt = PafSgd::new(&model, SgdSettings::default()).unwrap();
+    let mut grads = model.alloc_grads();
+    for &b in batches {
+        let (x, y) = images(dev, b);
+        model.train();
+        let s = time(reps, || {
+            let logits = model.logits_mut(x.clone().traced(grads.clone()));
+            let loss = cross_entropy_with_logits_loss(logits, y.clone());
+            grads = loss.backward();
+            opt.step(&mut model, &grads).unwrap();
+            model.zero_grads(&mut grads);
+        });
+        println!("train step   {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s", s * 1e3, b as f64 / s);
+    }
+    let b = *batches.last().unwrap();
+    let (x, y) = images(dev, b);
+    model.eval();
+    let s = time(reps, || {
+        let logits = model.logits(x.clone().leaky_trace());
+        let loss = cross_entropy_with_logits_loss(logits, y.clone());
+        let g = loss.backward();
+        let _ = g.get(&x);
+    });
+    println!("PGD step     {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s", s * 1e3, b as f64 / s);
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let dev = Dev::seed_from_u64(0);
+    println!("robust-paf CPU benchmark, {} rayon threads", rayon::current_num_threads());
+    let (batches, reps): (&[usize], usize) = if quick { (&[8], 1) } else { (&[32, 128], 3) };
+    bench::<Relu>(&dev, "ReLU", batches, reps);
+    bench::<Pssilu<Dev>>(&dev, "PSSiLU", batches, reps);
+}
