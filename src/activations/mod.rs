@@ -11,7 +11,7 @@
 //! Each activation is a fused point-wise op ([`crate::ops::pointwise`]): one pass forward, one
 //! pass backward, numerically stable for |x| up to 1e4.
 //!
-//! Layout: [`functions`](self) holds the scalar math (f32 kernels and f64 analysis share it),
+//! Layout: `functions` holds the scalar math (f32 kernels and f64 analysis share it),
 //! `modules` the twelve module structs ([`Relu`] ... [`Pssilu`]), [`shape`] the shape analysis
 //! of §1.3. Everything is re-exported here and in [`prelude`].
 
@@ -42,7 +42,9 @@ use dfdx::tensor::{Tape, Tensor};
 use crate::ops::{Backend, Elem};
 use crate::Error;
 
-/// Which of the paper's twelve activations (serde name = the official code's name).
+/// Which of the paper's twelve activations (serde name = the official code's name, see
+/// [`ActivationKind::code_name`]: note `"pssilu"` is the **fixed-β** PSSiLU and `"pssilu2"` the
+/// paper's PSSiLU with learnable β, as in the code's `--activation` flag, PAPER.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationKind {
@@ -59,10 +61,10 @@ pub enum ActivationKind {
     Psilu,
     Psoftplus,
     /// PSSiLU with a fixed β hyperparameter (`pssilu`).
+    #[serde(rename = "pssilu")]
     PssiluFixed,
-    /// PSSiLU with learnable α and β (`pssilu2`), the paper's main PAF. Serialized as
-    /// `"pssilu"` (the variant name); `"pssilu2"` is accepted when deserializing.
-    #[serde(alias = "pssilu2")]
+    /// PSSiLU with learnable α and β (`pssilu2`), the paper's main PAF.
+    #[serde(rename = "pssilu2")]
     Pssilu,
 }
 
@@ -103,9 +105,7 @@ impl ActivationKind {
     }
 
     /// The official code's name (`models/activations.py`, PAPER.md §1.2): `"pprelu"`, `"pblu"`,
-    /// `"pssilu"` (fixed β), `"pssilu2"` (learnable β), ... Note that the serde name of
-    /// [`ActivationKind::PssiluFixed`] is `"pssilufixed"` and that of [`ActivationKind::Pssilu`]
-    /// `"pssilu"`; use [`ActivationKind::from_code_name`] to parse the code's names.
+    /// `"pssilu"` (fixed β), `"pssilu2"` (learnable β), ... It is also the serde name.
     pub fn code_name(self) -> &'static str {
         use ActivationKind::*;
         match self {

@@ -1,7 +1,7 @@
 //! The twelve activation modules of PAPER.md §1.2 as dfdx 0.13 tensor collections.
 //!
-//! - [`Relu`], [`Elu`], [`Softplus`], [`Silu`]: no parameters (zero-sized, dfdx
-//!   [`ZeroSizedModule`]s).
+//! - [`Relu`], [`Elu`], [`Softplus`], [`Silu`]: no parameters (zero-sized dfdx
+//!   [`ZeroSizedModule`]s; a `PhantomData<D>` names the device).
 //! - [`Prelu`] (α₀ = 0), [`Pelu`] (α₀ = 1), [`PreluPlus`] (PReLU+, code `pprelu`, α₀ = 1),
 //!   [`Reblu`] (code `pblu`, α₀ = 0), [`Psilu`] (α₀ = 1, uses |α|), [`Psoftplus`] (α₀ = 1, raw α):
 //!   one learnable scalar `pub alpha: Tensor<Rank1<1>>`.
@@ -20,17 +20,21 @@
 //! rebuild the struct from its tensors and give the defaults (nothing frozen, β = 0.3); re-apply
 //! [`Activation::freeze`] / [`PssiluFixed::new`] after such a conversion.
 //!
+//! The modules deliberately do **not** implement dfdx's `Module`: with both traits in scope
+//! `act.forward(x)` would be ambiguous. Models own the shared instance and call
+//! [`Activation::forward`] at every site (PAPER.md §1.1).
+//!
 //! A frozen parameter's value takes precedence over its tensor in the forward pass and in
 //! [`Activation::parameters`]; it gets no gradient (the op is given `None` for it), and
 //! [`Activation::restore_frozen`] writes it back into the tensor.
 
 use dfdx::nn::{
-    BuildModule, BuildOnDevice, Module, ModuleVisitor, NonMutableModule, TensorCollection,
-    TensorOptions, ZeroSizedModule,
+    BuildModule, BuildOnDevice, ModuleVisitor, TensorCollection, TensorOptions, ZeroSizedModule,
 };
 use dfdx::shapes::{Dtype, Rank1, Shape};
 use dfdx::tensor::{Storage, Tape, Tensor, TensorFrom};
 use dfdx::tensor_ops::Device;
+use std::marker::PhantomData;
 
 use super::functions::PafFn;
 use super::{Activation, ActivationKind, ScalarActivation};
@@ -270,16 +274,6 @@ macro_rules! activation_via_slots {
             }
         }
 
-        impl<D: Backend> NonMutableModule for $name<D> {}
-
-        impl<S: Shape, D: Backend, T: Tape<Elem, D>> Module<Tensor<S, Elem, D, T>> for $name<D> {
-            type Output = Tensor<S, Elem, D, T>;
-            type Error = D::Err;
-            fn try_forward(&self, x: Tensor<S, Elem, D, T>) -> Result<Self::Output, D::Err> {
-                Activation::try_forward(self, x)
-            }
-        }
-
         impl<E: Dtype, D: Device<E>> BuildOnDevice<D, E> for $name<D, E>
         where
             Self: BuildModule<D, E>,
@@ -295,28 +289,43 @@ macro_rules! activation_via_slots {
 macro_rules! plain_activation {
     ($(#[$doc:meta])* $name:ident, $kind:ident, $paper:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct $name;
+        ///
+        /// Zero-sized; the device parameter only fixes `D` for [`Activation<D>`] (type inference).
+        pub struct $name<D>(PhantomData<fn() -> D>);
 
-        impl $name {
-            /// The activation (it has no parameters; `dev` is accepted for uniformity).
-            pub fn new<D>(_dev: &D) -> Self {
-                $name
+        impl<D> $name<D> {
+            /// The activation (it has no parameters; `dev` only fixes the device type).
+            pub fn new(_dev: &D) -> Self {
+                $name(PhantomData)
             }
         }
 
-        impl ZeroSizedModule for $name {}
-        impl NonMutableModule for $name {}
-
-        impl<S: Shape, D: Backend, T: Tape<Elem, D>> Module<Tensor<S, Elem, D, T>> for $name {
-            type Output = Tensor<S, Elem, D, T>;
-            type Error = D::Err;
-            fn try_forward(&self, x: Tensor<S, Elem, D, T>) -> Result<Self::Output, D::Err> {
-                Activation::<D>::try_forward(self, x)
+        impl<D> Default for $name<D> {
+            fn default() -> Self {
+                $name(PhantomData)
+            }
+        }
+        impl<D> Clone for $name<D> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<D> Copy for $name<D> {}
+        impl<D> PartialEq for $name<D> {
+            fn eq(&self, _: &Self) -> bool {
+                true
+            }
+        }
+        impl<D> Eq for $name<D> {}
+        impl<D> std::fmt::Debug for $name<D> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(stringify!($name))
             }
         }
 
-        impl<D: Backend> Activation<D> for $name {
+        impl<D> ZeroSizedModule for $name<D> {}
+
+        impl<D: Backend> Activation<D> for $name<D> {
             const NAME: &'static str = $paper;
             const KIND: ActivationKind = ActivationKind::$kind;
 
@@ -724,7 +733,7 @@ mod tests {
             assert_eq!(a.as_vec(), vec![1.0]);
         }
         assert_eq!(dev.build_module::<PssiluFixed<Cpu>, f32>().beta(), 0.3);
-        let _relu: Relu = dev.build_module::<Relu, f32>();
+        let _relu: Relu<Cpu> = dev.build_module::<Relu<Cpu>, f32>();
     }
 
     #[test]
