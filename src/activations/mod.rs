@@ -10,8 +10,30 @@
 //!
 //! Each activation is a fused point-wise op ([`crate::ops::pointwise`]): one pass forward, one
 //! pass backward, numerically stable for |x| up to 1e4.
+//!
+//! Layout: `functions` holds the scalar math (f32 kernels and f64 analysis share it),
+//! `modules` the twelve module structs ([`Relu`] ... [`Pssilu`]), [`shape`] the shape analysis
+//! of §1.3. Everything is re-exported here and in [`prelude`].
 
+mod functions;
+mod modules;
 pub mod shape;
+
+pub use functions::PafFn;
+pub use modules::{
+    Elu, Pelu, Prelu, PreluPlus, Psilu, Psoftplus, Pssilu, PssiluFixed, Reblu, Relu, Silu,
+    Softplus, PSSILU_FIXED_BETA_CLASS_DEFAULT, PSSILU_FIXED_BETA_DEFAULT,
+    PSSILU_FIXED_BETA_EVAL_DEFAULT,
+};
+
+/// Everything needed to use the activations: the trait, the kinds, the twelve structs.
+pub mod prelude {
+    pub use super::shape::{properties_of, ShapeGrid, ShapeProperties};
+    pub use super::{
+        Activation, ActivationKind, Elu, Pelu, Prelu, PreluPlus, Psilu, Psoftplus, Pssilu,
+        PssiluFixed, Reblu, Relu, ScalarActivation, Silu, Softplus,
+    };
+}
 
 use dfdx::nn::TensorCollection;
 use dfdx::shapes::Shape;
@@ -20,7 +42,9 @@ use dfdx::tensor::{Tape, Tensor};
 use crate::ops::{Backend, Elem};
 use crate::Error;
 
-/// Which of the paper's twelve activations (serde name = the official code's name).
+/// Which of the paper's twelve activations (serde name = the official code's name, see
+/// [`ActivationKind::code_name`]: note `"pssilu"` is the **fixed-β** PSSiLU and `"pssilu2"` the
+/// paper's PSSiLU with learnable β, as in the code's `--activation` flag, PAPER.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationKind {
@@ -37,9 +61,114 @@ pub enum ActivationKind {
     Psilu,
     Psoftplus,
     /// PSSiLU with a fixed β hyperparameter (`pssilu`).
+    #[serde(rename = "pssilu")]
     PssiluFixed,
     /// PSSiLU with learnable α and β (`pssilu2`), the paper's main PAF.
+    #[serde(rename = "pssilu2")]
     Pssilu,
+}
+
+impl ActivationKind {
+    /// All twelve, in the order of PAPER.md §1.2.
+    pub const ALL: [ActivationKind; 12] = [
+        ActivationKind::Relu,
+        ActivationKind::Elu,
+        ActivationKind::Softplus,
+        ActivationKind::Silu,
+        ActivationKind::Prelu,
+        ActivationKind::Pelu,
+        ActivationKind::Pprelu,
+        ActivationKind::Pblu,
+        ActivationKind::Psilu,
+        ActivationKind::Psoftplus,
+        ActivationKind::PssiluFixed,
+        ActivationKind::Pssilu,
+    ];
+
+    /// The paper's name ("PReLU+", "ReBLU", "PSSiLU", ...); fixed-β PSSiLU is "PSSiLU-fixed-β".
+    pub fn name(self) -> &'static str {
+        use ActivationKind::*;
+        match self {
+            Relu => "ReLU",
+            Elu => "ELU",
+            Softplus => "Softplus",
+            Silu => "SiLU",
+            Prelu => "PReLU",
+            Pelu => "PELU",
+            Pprelu => "PReLU+",
+            Pblu => "ReBLU",
+            Psilu => "PSiLU",
+            Psoftplus => "PSoftplus",
+            PssiluFixed => "PSSiLU-fixed-β",
+            Pssilu => "PSSiLU",
+        }
+    }
+
+    /// The official code's name (`models/activations.py`, PAPER.md §1.2): `"pprelu"`, `"pblu"`,
+    /// `"pssilu"` (fixed β), `"pssilu2"` (learnable β), ... It is also the serde name.
+    pub fn code_name(self) -> &'static str {
+        use ActivationKind::*;
+        match self {
+            Relu => "relu",
+            Elu => "elu",
+            Softplus => "softplus",
+            Silu => "silu",
+            Prelu => "prelu",
+            Pelu => "pelu",
+            Pprelu => "pprelu",
+            Pblu => "pblu",
+            Psilu => "psilu",
+            Psoftplus => "psoftplus",
+            PssiluFixed => "pssilu",
+            Pssilu => "pssilu2",
+        }
+    }
+
+    /// The kind for an official code name (the inverse of [`ActivationKind::code_name`]).
+    pub fn from_code_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code_name() == name)
+    }
+
+    /// Number of **learnable** scalar parameters: 0 (ReLU, ELU, Softplus, SiLU), 1 (α; also
+    /// fixed-β PSSiLU, whose β is a hyperparameter) or 2 (PSSiLU: α, β). PAPER.md §1.1.
+    pub fn num_params(self) -> usize {
+        use ActivationKind::*;
+        match self {
+            Relu | Elu | Softplus | Silu => 0,
+            Prelu | Pelu | Pprelu | Pblu | Psilu | Psoftplus | PssiluFixed => 1,
+            Pssilu => 2,
+        }
+    }
+
+    /// Names of the learnable parameters (PyTorch state-dict names): `[]`, `["alpha"]` or
+    /// `["alpha", "beta"]`.
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self.num_params() {
+            0 => &[],
+            1 => &["alpha"],
+            _ => &["alpha", "beta"],
+        }
+    }
+
+    /// The paper's initial values of (α, β) (PAPER.md §1.2): α₀ = 0 for PReLU and ReBLU, 1 for
+    /// the other PAFs; β₀ = 1e-8 for PSSiLU and the train.py default 0.3 for fixed-β PSSiLU;
+    /// 0 where there is no such parameter.
+    pub fn initial_params(self) -> (f64, f64) {
+        use ActivationKind::*;
+        match self {
+            Relu | Elu | Softplus | Silu => (0.0, 0.0),
+            Prelu | Pblu => (0.0, 0.0),
+            Pelu | Pprelu | Psilu | Psoftplus => (1.0, 0.0),
+            PssiluFixed => (1.0, PSSILU_FIXED_BETA_DEFAULT),
+            Pssilu => (1.0, 1e-8),
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A (possibly parametric) activation function shared by a whole network.
@@ -57,7 +186,10 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     ) -> Result<Tensor<S, Elem, D, T>, D::Err>;
 
     /// Infallible [`Activation::try_forward`].
-    fn forward<S: Shape, T: Tape<Elem, D>>(&self, x: Tensor<S, Elem, D, T>) -> Tensor<S, Elem, D, T> {
+    fn forward<S: Shape, T: Tape<Elem, D>>(
+        &self,
+        x: Tensor<S, Elem, D, T>,
+    ) -> Tensor<S, Elem, D, T> {
         self.try_forward(x).unwrap()
     }
 
@@ -70,6 +202,19 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     /// ([`shape::ShapeProperties`]) and plots.
     fn scalar(&self) -> ScalarActivation;
 
+    /// The current value of one parameter (as in [`Activation::parameters`]); `Err` for an
+    /// unknown name.
+    fn parameter(&self, name: &str) -> Result<f64, Error> {
+        self.parameters()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::UnknownParameter {
+                name: name.to_string(),
+                activation: Self::NAME,
+            })
+    }
+
     /// Sets a learnable parameter (`"alpha"` / `"beta"`) to `value`; `Err` for an unknown name
     /// or an invalid value (e.g. |β| ≥ 1 for PSSiLU, a non-finite value).
     fn set_parameter(&mut self, name: &str, value: f64) -> Result<(), Error>;
@@ -81,6 +226,9 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     /// The frozen parameters and their values.
     fn frozen(&self) -> Vec<(&'static str, f64)>;
 
+    /// Unfreezes a parameter (a no-op if it was not frozen); `Err` for an unknown name.
+    fn unfreeze(&mut self, name: &str) -> Result<(), Error>;
+
     /// Writes the frozen values back into the parameter tensors (called after every optimizer
     /// step, so frozen parameters never move, weight decay and momentum included).
     fn restore_frozen(&mut self);
@@ -91,11 +239,53 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
 
 /// The scalar function of an activation with bound parameters, in f64: value, first and second
 /// derivatives in x, computed from closed forms (not finite differences).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScalarActivation {
     pub kind: ActivationKind,
     /// Raw α (0 when the activation has none).
     pub alpha: f64,
     /// Raw β (0 when the activation has none).
     pub beta: f64,
+}
+
+impl ScalarActivation {
+    /// The activation at the paper's initial parameters (PAPER.md §1.2); fixed-β PSSiLU gets
+    /// β = 0.3, the `train.py --pssilu-beta` default.
+    pub fn initial(kind: ActivationKind) -> Self {
+        let (alpha, beta) = kind.initial_params();
+        ScalarActivation { kind, alpha, beta }
+    }
+
+    /// The activation with the given raw parameters (ignored where the activation has none).
+    pub fn new(kind: ActivationKind, alpha: f64, beta: f64) -> Self {
+        ScalarActivation { kind, alpha, beta }
+    }
+
+    /// `f(x)`.
+    pub fn value(&self, x: f64) -> f64 {
+        functions::value(self.kind, self.alpha, self.beta, x)
+    }
+
+    /// `f'(x)` (closed form). At a kink: the branch selected by the code's mask (ReLU′(0) = 0,
+    /// PReLU′(0) = 0, PReLU+′(0) = 0, ReBLU′(0) = 0, PELU′(0) = α, ELU′(0) = 1).
+    pub fn derivative(&self, x: f64) -> f64 {
+        functions::derivatives(self.kind, self.alpha, self.beta, x).0
+    }
+
+    /// `f''(x)` (closed form). At a kink: the branch selected by the code's mask, Dirac deltas
+    /// ignored (ReLU″(0) = 0, ELU″(0) = 1, PELU″(0) = α, ReBLU″(0) = 0).
+    pub fn second_derivative(&self, x: f64) -> f64 {
+        functions::second_derivative(self.kind, self.alpha, self.beta, x)
+    }
+
+    /// `[∂f/∂α, ∂f/∂β]` with respect to the **raw** parameters (through |α|, |β| with
+    /// sign(·), sign(0) = 0), `0` for absent parameters and for fixed-β PSSiLU's β.
+    pub fn parameter_derivatives(&self, x: f64) -> [f64; 2] {
+        functions::derivatives(self.kind, self.alpha, self.beta, x).1
+    }
+
+    /// The paper's name ([`ActivationKind::name`]).
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
 }

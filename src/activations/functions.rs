@@ -1,0 +1,391 @@
+//! The scalar math of the twelve activations of PAPER.md §1.2: value, first derivative in `x`,
+//! derivatives with respect to the raw (stored) parameters, and second derivative in `x`, written
+//! once, generic over `f32` (the tensor kernels) and `f64` (shape analysis, gradient checks).
+//!
+//! Conventions (PAPER.md §1.2, §7):
+//! - `a`, `b` are the **raw** α, β. PSiLU / PSSiLU use `|α|` (and PSSiLU `|β|`); their parameter
+//!   derivatives chain through `|·|` with `sign(·)`, `sign(0) = 0` as in torch. PSoftplus uses raw
+//!   α (no abs, as the original code), and fixed-β PSSiLU uses its β as given (0 ≤ β < 1).
+//! - Step-function PAFs follow the code's masks exactly: PReLU `(x>0)·x + (x<0)·α·x` (value and
+//!   every derivative 0 at x = 0), PReLU+ `α·x` for x > 0 else 0, ReBLU 0 for x ≤ 0, PELU and ELU
+//!   take the exponential branch for x ≤ 0. At a kink the derivatives are those of the branch the
+//!   mask selects (e.g. ReLU′(0) = 0, PELU′(0) = α, ELU″(0) = 1).
+//! - Numerics: the sigmoid never evaluates `exp` of a positive number, softplus is
+//!   `max(z, 0) + log1p(exp(−|z|))`, `1 − σ(z)` is computed as `σ(−z)`, and products such as
+//!   `x²·σ(z)σ(−z)` are ordered so that no intermediate overflows: every value and derivative is
+//!   finite in `f32` for |x| ≤ 1e4 and |α| ≤ 100 (and far beyond). PSoftplus at α = 0 is
+//!   undefined (division by zero) and yields non-finite values, as in PyTorch; the modules reject
+//!   α = 0 in `set_parameter` / `validate`.
+//! - NaN inputs propagate to NaN outputs and derivatives.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+use super::ActivationKind;
+
+/// The float operations the activations need, implemented for `f32` and `f64`.
+pub(crate) trait Real:
+    Copy
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const TWO: Self;
+    const NAN: Self;
+    fn exp(self) -> Self;
+    fn exp_m1(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn abs(self) -> Self;
+    fn hypot1(self) -> Self;
+    fn is_nan(self) -> bool;
+    /// `sign(self)` with `sign(0) = 0` (torch's convention), NaN for NaN.
+    fn sgn(self) -> Self {
+        if self > Self::ZERO {
+            Self::ONE
+        } else if self < Self::ZERO {
+            -Self::ONE
+        } else if self.is_nan() {
+            Self::NAN
+        } else {
+            Self::ZERO
+        }
+    }
+}
+
+macro_rules! impl_real {
+    ($t:ty) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const TWO: Self = 2.0;
+            const NAN: Self = <$t>::NAN;
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn exp_m1(self) -> Self {
+                <$t>::exp_m1(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn hypot1(self) -> Self {
+                <$t>::hypot(self, 1.0)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+        }
+    };
+}
+impl_real!(f32);
+impl_real!(f64);
+
+/// The logistic sigmoid σ(z), never computing `exp` of a positive number.
+#[inline(always)]
+pub(crate) fn sigmoid<R: Real>(z: R) -> R {
+    if z >= R::ZERO {
+        R::ONE / (R::ONE + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (R::ONE + e)
+    }
+}
+
+/// softplus(z) = log(1 + eᶻ) = max(z, 0) + log1p(e^{−|z|}) = −logsigmoid(−z).
+#[inline(always)]
+pub(crate) fn softplus<R: Real>(z: R) -> R {
+    let pos = if z > R::ZERO { z } else { R::ZERO };
+    pos + (-z.abs()).exp().ln_1p()
+}
+
+/// z·σ(z) − softplus(z) without cancellation (the numerator of ∂PSoftplus/∂α).
+#[inline(always)]
+fn zsig_minus_softplus<R: Real>(z: R) -> R {
+    if z >= R::ZERO {
+        // z·σ(z) − z − log1p(e^{−z}) = −z·σ(−z) − log1p(e^{−z})
+        -(z * sigmoid(-z)) - (-z).exp().ln_1p()
+    } else {
+        z * sigmoid(z) - z.exp().ln_1p()
+    }
+}
+
+/// `f(x)` for activation `kind` with raw parameters `a` (α) and `b` (β).
+#[inline(always)]
+pub(crate) fn value<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> R {
+    use ActivationKind::*;
+    if x.is_nan() {
+        return x;
+    }
+    let zero = R::ZERO;
+    match kind {
+        Relu => {
+            if x > zero {
+                x
+            } else {
+                zero
+            }
+        }
+        Elu => {
+            if x > zero {
+                x
+            } else {
+                x.exp_m1()
+            }
+        }
+        Softplus => softplus(x),
+        Silu => x * sigmoid(x),
+        Prelu => {
+            if x > zero {
+                x
+            } else if x < zero {
+                a * x
+            } else {
+                zero
+            }
+        }
+        Pelu => {
+            if x > zero {
+                x
+            } else {
+                a * x.exp_m1()
+            }
+        }
+        Pprelu => {
+            if x > zero {
+                a * x
+            } else {
+                zero
+            }
+        }
+        Pblu => {
+            if x > zero {
+                // √(x²+1) − 1 = x · x/(√(x²+1) + 1): no cancellation, no overflow of x².
+                a * (x * (x / (x.hypot1() + R::ONE))) + x
+            } else {
+                zero
+            }
+        }
+        Psilu => x * sigmoid(a.abs() * x),
+        Psoftplus => softplus(a * x) / a,
+        PssiluFixed => x * (sigmoid(a.abs() * x) - b) / (R::ONE - b),
+        Pssilu => {
+            let bb = b.abs();
+            x * (sigmoid(a.abs() * x) - bb) / (R::ONE - bb)
+        }
+    }
+}
+
+/// `(∂f/∂x, [∂f/∂a, ∂f/∂b])` with respect to the raw parameters (`0` for absent or fixed
+/// parameters: fixed-β PSSiLU's β has no derivative here).
+#[inline(always)]
+pub(crate) fn derivatives<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> (R, [R; 2]) {
+    use ActivationKind::*;
+    let zero = R::ZERO;
+    let one = R::ONE;
+    if x.is_nan() {
+        return (x, [x, x]);
+    }
+    match kind {
+        Relu => (if x > zero { one } else { zero }, [zero; 2]),
+        Elu => (if x > zero { one } else { x.exp() }, [zero; 2]),
+        Softplus => (sigmoid(x), [zero; 2]),
+        Silu => {
+            let (s, sn) = (sigmoid(x), sigmoid(-x));
+            (s + x * s * sn, [zero; 2])
+        }
+        Prelu => {
+            if x > zero {
+                (one, [zero; 2])
+            } else if x < zero {
+                (a, [x, zero])
+            } else {
+                (zero, [zero; 2])
+            }
+        }
+        Pelu => {
+            if x > zero {
+                (one, [zero; 2])
+            } else {
+                (a * x.exp(), [x.exp_m1(), zero])
+            }
+        }
+        Pprelu => {
+            if x > zero {
+                (a, [x, zero])
+            } else {
+                (zero, [zero; 2])
+            }
+        }
+        Pblu => {
+            if x > zero {
+                let h = x.hypot1();
+                (a * (x / h) + one, [x * (x / (h + one)), zero])
+            } else {
+                (zero, [zero; 2])
+            }
+        }
+        Psilu => {
+            let z = a.abs() * x;
+            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            (s + z * s * sn, [a.sgn() * (x * (x * s * sn)), zero])
+        }
+        Psoftplus => {
+            let z = a * x;
+            (sigmoid(z), [zsig_minus_softplus(z) / (a * a), zero])
+        }
+        PssiluFixed => {
+            let z = a.abs() * x;
+            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            let c = one / (one - b);
+            (
+                (s - b + z * s * sn) * c,
+                [a.sgn() * (x * (x * s * sn)) * c, zero],
+            )
+        }
+        Pssilu => {
+            let bb = b.abs();
+            let z = a.abs() * x;
+            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            let c = one / (one - bb);
+            (
+                (s - bb + z * s * sn) * c,
+                [
+                    a.sgn() * (x * (x * s * sn)) * c,
+                    // ∂f/∂|β| = x(σ − 1)/(1 − |β|)² = −x·σ(−z)/(1 − |β|)²
+                    -(b.sgn() * (x * sn)) * c * c,
+                ],
+            )
+        }
+    }
+}
+
+/// `∂²f/∂x²` (closed form; at a kink, the value of the branch the code's mask selects, Dirac
+/// deltas ignored).
+#[inline(always)]
+pub(crate) fn second_derivative<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> R {
+    use ActivationKind::*;
+    let zero = R::ZERO;
+    let one = R::ONE;
+    if x.is_nan() {
+        return x;
+    }
+    // d²/dx² [x·σ(A x)] = A·σσ'·(2 + A x (1 − 2σ)), 1 − 2σ(z) = σ(−z) − σ(z).
+    let gated = |aa: R| {
+        let z = aa * x;
+        let (s, sn) = (sigmoid(z), sigmoid(-z));
+        aa * s * sn * (R::TWO + z * (sn - s))
+    };
+    match kind {
+        Relu | Prelu | Pprelu => zero,
+        Elu => {
+            if x > zero {
+                zero
+            } else {
+                x.exp()
+            }
+        }
+        Softplus => sigmoid(x) * sigmoid(-x),
+        Silu => gated(one),
+        Pelu => {
+            if x > zero {
+                zero
+            } else {
+                a * x.exp()
+            }
+        }
+        Pblu => {
+            if x > zero {
+                let h = x.hypot1();
+                a / (h * h * h)
+            } else {
+                zero
+            }
+        }
+        Psilu => gated(a.abs()),
+        Psoftplus => {
+            let z = a * x;
+            a * sigmoid(z) * sigmoid(-z)
+        }
+        PssiluFixed => gated(a.abs()) / (one - b),
+        Pssilu => gated(a.abs()) / (one - b.abs()),
+    }
+}
+
+/// The [`crate::ops::ScalarFn`] of an activation with its parameters bound (in `f32`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PafFn {
+    pub kind: ActivationKind,
+    /// Raw α.
+    pub alpha: f32,
+    /// Raw β (learnable for PSSiLU, the fixed hyperparameter for fixed-β PSSiLU).
+    pub beta: f32,
+}
+
+impl crate::ops::ScalarFn for PafFn {
+    #[inline]
+    fn value(&self, x: f32) -> f32 {
+        value(self.kind, self.alpha, self.beta, x)
+    }
+    #[inline]
+    fn derivatives(&self, x: f32) -> (f32, [f32; 2]) {
+        derivatives(self.kind, self.alpha, self.beta, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmoid_and_softplus_are_stable() {
+        for z in [-1e30f32, -1e4, -100.0, 0.0, 100.0, 1e4, 1e30] {
+            assert!(sigmoid(z).is_finite() && softplus(z).is_finite(), "z = {z}");
+        }
+        assert_eq!(softplus(1e4f32), 1e4);
+        assert_eq!(softplus(-1e4f32), 0.0);
+        assert_eq!(sigmoid(0.0f64), 0.5);
+        // log(1 + e) = 1.3132616875182228
+        assert!((softplus(1.0f64) - 1.3132616875182228).abs() < 1e-15);
+    }
+
+    #[test]
+    fn sign_follows_torch() {
+        assert_eq!(0.0f32.sgn(), 0.0);
+        assert_eq!((-0.0f32).sgn(), 0.0);
+        assert_eq!((-2.0f64).sgn(), -1.0);
+        assert!(f64::NAN.sgn().is_nan());
+    }
+
+    #[test]
+    fn psoftplus_alpha_derivative_has_no_cancellation() {
+        // For large z, z·σ(z) − softplus(z) = −zσ(−z) − log1p(e^{−z}) ≈ −(z+1)e^{−z}.
+        let z = 30.0f64;
+        let exact = -(z + 1.0) * (-z).exp();
+        assert!((zsig_minus_softplus(z) / exact - 1.0).abs() < 1e-9);
+        assert!((zsig_minus_softplus(30.0f32) as f64 / exact - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn nan_propagates() {
+        for kind in ActivationKind::ALL {
+            assert!(value(kind, 1.0f32, 0.1, f32::NAN).is_nan(), "{kind:?}");
+            assert!(
+                derivatives(kind, 1.0f32, 0.1, f32::NAN).0.is_nan(),
+                "{kind:?}"
+            );
+        }
+    }
+}
