@@ -127,6 +127,13 @@ where
     }
 }
 
+/// Same forward for `&self` and `&mut self`: gives `ModuleMut`, so a convolution composes with
+/// batch norm's `forward_mut` in tuples and dfdx's `Residual` (as dfdx's `Linear`).
+impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype>
+    dfdx::nn::NonMutableModule for Conv2d<CI, CO, K, S, P, D, E>
+{
+}
+
 /// 2-D convolution with bias (VGG). Bias initialised to 0 (torchvision VGG).
 #[derive(Clone, Debug)]
 pub struct Conv2dBias<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype = Elem> {
@@ -160,6 +167,11 @@ where
     fn try_forward(&self, x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>) -> Result<Self::Output, D::Err> {
         try_conv2d::<S, P, B, Hd, Wd, CI, CO, K, D, T>(x, &self.weight, Some(&self.bias))
     }
+}
+
+impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype>
+    dfdx::nn::NonMutableModule for Conv2dBias<CI, CO, K, S, P, D, E>
+{
 }
 
 /// Batch norm over the channels of an NHWC batch, PyTorch defaults: ε = 1e-5, momentum 0.1,
