@@ -76,6 +76,6 @@ fn main() {
     let dev = Dev::seed_from_u64(0);
     println!("robust-paf CPU benchmark, {} rayon threads", rayon::current_num_threads());
     let (batches, reps): (&[usize], usize) = if quick { (&[8], 1) } else { (&[32, 128], 3) };
-    bench::<Relu>(&dev, "ReLU", batches, reps);
+    bench::<Relu<Dev>>(&dev, "ReLU", batches, reps);
     bench::<Pssilu<Dev>>(&dev, "PSSiLU", batches, reps);
 }

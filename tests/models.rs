@@ -26,7 +26,7 @@ fn tensor_names<M: TensorCollection<f32, Dev>>(m: &M) -> Vec<String> {
         }
     }
     let mut v = Names(Vec::new());
-    m.iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut v }).unwrap();
+    M::iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut v }).unwrap();
     v.0
 }
 
@@ -35,14 +35,14 @@ fn tensor_names<M: TensorCollection<f32, Dev>>(m: &M) -> Vec<String> {
 #[test]
 fn parameter_counts_match_the_paper() {
     let dev = Dev::default();
-    assert_eq!(ResNet18::<Relu, Dev>::new(&dev).num_trainable_params(), 11_173_962);
+    assert_eq!(ResNet18::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_173_962);
     assert_eq!(ResNet18::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_173_962 + 2);
-    assert_eq!(WideResNet28x10::<Relu, Dev>::new(&dev).num_trainable_params(), 36_479_194);
+    assert_eq!(WideResNet28x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 36_479_194);
     assert_eq!(WideResNet28x10::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(), 36_479_194 + 2);
-    assert_eq!(WideResNet16x4::<Relu, Dev>::new(&dev).num_trainable_params(), 2_748_890);
-    assert_eq!(WideResNet34x10::<Relu, Dev>::new(&dev).num_trainable_params(), 46_160_474);
-    assert_eq!(ResNet18ImageNet::<Relu, Dev>::new(&dev).num_trainable_params(), 11_181_642);
-    assert_eq!(Vgg16Bn::<Relu, Dev>::new(&dev).num_trainable_params(), 15_253_578);
+    assert_eq!(WideResNet16x4::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 2_748_890);
+    assert_eq!(WideResNet34x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 46_160_474);
+    assert_eq!(ResNet18ImageNet::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_181_642);
+    assert_eq!(Vgg16Bn::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 15_253_578);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn forward_backward_every_architecture() {
     let y = m.logits(input::<32>(&dev, 1));
     assert!(y.as_vec().iter().all(|v| v.is_finite()));
 
-    let v = Vgg16Bn::<Relu, Dev>::new(&dev);
+    let v = Vgg16Bn::<Relu<Dev>, Dev>::new(&dev);
     let y = v.logits(input::<32>(&dev, 2).leaky_trace());
     let g = y.sum().backward();
     assert!(g.get(&v.fc3.weight).as_vec().iter().any(|&x| x != 0.0));
@@ -111,12 +111,12 @@ fn one_activation_instance_is_shared_by_every_site() {
     // d(logits)/d(alpha) summed over all 17 sites equals the finite difference of alpha
     let g = m.alloc_grads();
     let r: Tensor<(usize, Const<10>), f32, Dev> = dev.sample_normal_like(&(2, Const));
-    let loss = (m.logits(x.clone().traced(g)) * r.clone()).sum();
+    let loss = (m.logits(x.clone().traced(g)) * r.clone()).sum::<Rank0, _>();
     let grads = loss.backward();
     let analytic = grads.get(&m.activation.alpha).as_vec()[0] as f64;
     let f = |m: &mut ResNet18<Pssilu<Dev>, Dev>, a: f64| {
         m.activation_mut().set_parameter("alpha", a).unwrap();
-        (m.logits(x.clone()) * r.clone()).sum().as_vec()[0] as f64
+        (m.logits(x.clone()) * r.clone()).sum::<Rank0, _>().array() as f64
     };
     let h = 1e-2;
     let numeric = (f(&mut m, 3.0 + h) - f(&mut m, 3.0 - h)) / (2.0 * h);
@@ -143,7 +143,7 @@ fn frozen_parameters_get_no_update_from_an_optimizer_step() {
 #[test]
 fn train_mode_updates_running_statistics_only_through_mut_forward() {
     let dev = Dev::seed_from_u64(0);
-    let mut m = ResNet18::<Relu, Dev>::new(&dev);
+    let mut m = ResNet18::<Relu<Dev>, Dev>::new(&dev);
     let before = m.bn1.running_mean.as_vec();
     let _ = m.logits(input::<32>(&dev, 5));
     assert_eq!(m.bn1.running_mean.as_vec(), before, "&self forward leaves running stats");
