@@ -1,1 +1,33 @@
-//! Plots and tables for the evcxr notebooks (see notebooks/). Filled in by the notebook work.
+//! Plots and tables for the evcxr notebooks (`notebooks/*.ipynb`).
+//!
+//! Everything here is concrete (no generics in the notebook-facing API), so an evcxr cell that
+//! calls it compiles in a fraction of a second once the crate is built:
+//! - [`Figure`]: an SVG string with a title, shown inline as `image/svg+xml` by
+//!   [`Figure::evcxr_display`] and written to a file by [`Figure::save`];
+//! - [`plot_activations`] / [`plot_paper_activations`]: f, f′ and f″ of any activations side by
+//!   side (the formulas of PAPER.md §1.2), and [`plot_pssilu_family`]: how α and β move PSSiLU;
+//! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
+//!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
+//!   elsewhere.
+//!
+//! Plots are drawn with plotters' SVG backend with its default features off: text becomes SVG
+//! `<text>` elements, so no font files or system libraries are needed.
+
+mod figure;
+mod plot;
+mod table;
+
+use std::path::PathBuf;
+
+pub use figure::Figure;
+pub use plot::{paper_activations, plot_activations, plot_paper_activations, plot_pssilu_family};
+pub use table::{shape_table, ShapeTable};
+
+/// Where notebooks write their files: `$ROBUST_PAF_OUT` when set, otherwise `out/` relative to
+/// the working directory (the notebook's folder under Jupyter, so `notebooks/out/`, which git
+/// ignores).
+pub fn output_dir() -> PathBuf {
+    std::env::var_os("ROBUST_PAF_OUT")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("out"), PathBuf::from)
+}

@@ -1,0 +1,163 @@
+//! [`ShapeTable`]: the shape properties of PAPER.md §1.3 for a list of activations.
+
+use std::fmt;
+
+use crate::activations::shape::ShapeProperties;
+use crate::activations::ActivationKind::{Pssilu, PssiluFixed};
+use crate::activations::ScalarActivation;
+
+/// The [`ShapeProperties`] of a list of activations, one row each. Shown as an HTML table by
+/// evcxr ([`ShapeTable::evcxr_display`]) and as aligned plain text by `Display`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ShapeTable {
+    pub rows: Vec<ShapeProperties>,
+}
+
+/// The shape properties of every activation, in order.
+pub fn shape_table(acts: &[ScalarActivation]) -> ShapeTable {
+    ShapeTable {
+        rows: acts.iter().map(ShapeProperties::of).collect(),
+    }
+}
+
+/// Columns: name and parameters, the curvature property (f″(0); a kink, i.e. infinite curvature,
+/// at 0; max |f″| on [−5, 5]) and the negative-input property (f′(−∞); f > 0 somewhere on x < 0).
+const HEADER: [&str; COLUMNS] = [
+    "activation",
+    "α",
+    "β",
+    "f(0)",
+    "f′(0)",
+    "f″(0)",
+    "kink at 0",
+    "max |f″|",
+    "f′(−∞)",
+    "f > 0 on x < 0",
+];
+const COLUMNS: usize = 10;
+
+impl ShapeTable {
+    /// The table's cells as text, header first.
+    fn cells(&self) -> Vec<[String; COLUMNS]> {
+        let header = HEADER.map(str::to_string);
+        let rows = self.rows.iter().map(|p| {
+            [
+                p.kind.name().to_string(),
+                parameter(p.kind.num_params() > 0, p.alpha),
+                parameter(matches!(p.kind, Pssilu | PssiluFixed), p.beta),
+                number(p.value_at_zero),
+                number(p.slope_at_zero),
+                number(p.curvature_at_zero),
+                yes_no(p.kink_at_zero),
+                number(p.max_abs_curvature_on_grid),
+                number(p.slope_at_neg_inf),
+                yes_no(p.positive_on_negative_inputs),
+            ]
+        });
+        std::iter::once(header).chain(rows).collect()
+    }
+
+    /// The table as an HTML `<table>`.
+    pub fn to_html(&self) -> String {
+        let mut html = String::from("<table>\n");
+        for (i, cells) in self.cells().iter().enumerate() {
+            let tag = if i == 0 { "th" } else { "td" };
+            html.push_str("<tr>");
+            for cell in cells {
+                html.push_str(&format!("<{tag}>{}</{tag}>", escape_html(cell)));
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</table>");
+        html
+    }
+
+    /// Shows the table inline in Jupyter as `text/html` (evcxr's display protocol).
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            self.to_html()
+        );
+    }
+}
+
+impl fmt::Display for ShapeTable {
+    /// A plain text table: the name left-aligned, numbers right-aligned.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cells = self.cells();
+        let mut widths = [0; COLUMNS];
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in &cells {
+            let mut line = String::new();
+            for (column, (cell, &width)) in row.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(width - cell.chars().count());
+                if column == 0 {
+                    line.push_str(&format!("{cell}{pad}"));
+                } else {
+                    line.push_str(&format!("  {pad}{cell}"));
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+fn number(x: f64) -> String {
+    if x == 0.0 {
+        "0".to_string()
+    } else if x.abs() < 1e-3 || x.abs() >= 1e4 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// A parameter's value, or "–" for an activation that has no such parameter.
+fn parameter(exists: bool, value: f64) -> String {
+    if exists {
+        number(value)
+    } else {
+        "–".to_string()
+    }
+}
+
+fn yes_no(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.to_string()
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notebook::paper_activations;
+
+    #[test]
+    fn paper_table_has_twelve_rows() {
+        let table = shape_table(&paper_activations());
+        assert_eq!(table.rows.len(), 12);
+        let text = table.to_string();
+        assert_eq!(text.lines().count(), 1 + 12);
+        assert!(text.contains("PSSiLU"));
+        let html = table.to_html();
+        assert_eq!(html.matches("<tr>").count(), 1 + 12);
+        assert!(html.contains("<td>PSSiLU</td>"));
+    }
+
+    #[test]
+    fn text_columns_line_up() {
+        let text = shape_table(&paper_activations()).to_string();
+        let widths: Vec<usize> = text.lines().map(|line| line.chars().count()).collect();
+        // Every row ends with the right-aligned last column, so all lines are equally long.
+        assert!(widths.iter().all(|&w| w == widths[0]), "{text}");
+    }
+}
