@@ -31,11 +31,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     f(); // warm-up
-    median((0..reps).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    }).collect())
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn bench<A: Activation<Dev>>(dev: &Dev, name: &str, batches: &[usize], reps: usize)
@@ -45,7 +49,14 @@ where
     let mut model = ResNet18::<A, Dev>::new(dev);
     // lr 1e-3: without the paper's β penalty and clipping (a later issue) lr 0.1 on random labels
     // pushes PSSiLU's |β| past 1 in one step, which `step` reports as an error.
-    let mut opt = PafSgd::new(&model, SgdSettings { lr: 1e-3, ..Default::default() }).unwrap();
+    let mut opt = PafSgd::new(
+        &model,
+        SgdSettings {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut grads = model.alloc_grads();
     for &b in batches {
         let (x, y) = images(dev, b);
@@ -57,7 +68,11 @@ where
             opt.step(&mut model, &grads).unwrap();
             model.zero_grads(&mut grads);
         });
-        println!("train step   {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s", s * 1e3, b as f64 / s);
+        println!(
+            "train step   {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s",
+            s * 1e3,
+            b as f64 / s
+        );
     }
     let b = *batches.last().unwrap();
     let (x, y) = images(dev, b);
@@ -68,13 +83,20 @@ where
         let g = loss.backward();
         let _ = g.get(&x);
     });
-    println!("PGD step     {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s", s * 1e3, b as f64 / s);
+    println!(
+        "PGD step     {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s",
+        s * 1e3,
+        b as f64 / s
+    );
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let dev = Dev::seed_from_u64(0);
-    println!("robust-paf CPU benchmark, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "robust-paf CPU benchmark, {} rayon threads",
+        rayon::current_num_threads()
+    );
     let (batches, reps): (&[usize], usize) = if quick { (&[8], 1) } else { (&[32, 128], 3) };
     bench::<Relu<Dev>>(&dev, "ReLU", batches, reps);
     bench::<Pssilu<Dev>>(&dev, "PSSiLU", batches, reps);

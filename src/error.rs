@@ -7,10 +7,17 @@ use thiserror::Error;
 pub enum Error {
     /// A hyperparameter outside its valid range, e.g. a fixed PSSiLU β ≥ 1.
     #[error("invalid parameter `{name}` = {value}: {reason}")]
-    InvalidParameter { name: &'static str, value: f64, reason: &'static str },
+    InvalidParameter {
+        name: &'static str,
+        value: f64,
+        reason: &'static str,
+    },
     /// A parameter name the activation does not have (e.g. `"beta"` for PReLU).
     #[error("{activation} has no parameter `{name}`")]
-    UnknownParameter { name: String, activation: &'static str },
+    UnknownParameter {
+        name: String,
+        activation: &'static str,
+    },
     /// A NaN or infinity where finite values are required (parameters, losses, inputs).
     #[error("non-finite value in {what}")]
     NonFinite { what: String },

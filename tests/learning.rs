@@ -2,10 +2,10 @@
 //! classify whether a noisy 8×8 single-channel image holds a horizontal or a vertical 3-pixel bar.
 
 use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
 use robust_paf::activations::{Activation, Pssilu};
 use robust_paf::models::{BatchNorm2d, Conv2d};
 use robust_paf::ops::{try_global_avg_pool2d, Backend};
-use rand::{Rng, SeedableRng};
 
 type Dev = Cpu;
 
@@ -16,14 +16,25 @@ struct Net {
     fc: dfdx::nn::modules::Linear<8, 2, f32, Dev>,
 }
 
-fn batch(rng: &mut rand::rngs::StdRng, dev: &Dev, n: usize) -> (Tensor<(usize, Const<8>, Const<8>, Const<1>), f32, Dev>, Tensor<(usize, Const<2>), f32, Dev>) {
+fn batch(
+    rng: &mut rand::rngs::StdRng,
+    dev: &Dev,
+    n: usize,
+) -> (
+    Tensor<(usize, Const<8>, Const<8>, Const<1>), f32, Dev>,
+    Tensor<(usize, Const<2>), f32, Dev>,
+) {
     let mut x = vec![0.0f32; n * 64];
     let mut y = vec![0.0f32; n * 2];
     for i in 0..n {
         let right = rng.gen_bool(0.5); // true: vertical bar
         let (r, c) = (rng.gen_range(1..7), rng.gen_range(1..7));
         for d in 0..3 {
-            let (rr, cc) = if right { (r + d - 1, c) } else { (r, c + d - 1) };
+            let (rr, cc) = if right {
+                (r + d - 1, c)
+            } else {
+                (r, c + d - 1)
+            };
             x[i * 64 + rr * 8 + cc] = 1.0;
         }
         for v in &mut x[i * 64..(i + 1) * 64] {
@@ -31,7 +42,10 @@ fn batch(rng: &mut rand::rngs::StdRng, dev: &Dev, n: usize) -> (Tensor<(usize, C
         }
         y[i * 2 + right as usize] = 1.0;
     }
-    (dev.tensor_from_vec(x, (n, Const, Const, Const)), dev.tensor_from_vec(y, (n, Const)))
+    (
+        dev.tensor_from_vec(x, (n, Const, Const, Const)),
+        dev.tensor_from_vec(y, (n, Const)),
+    )
 }
 
 #[test]

@@ -3,7 +3,10 @@
 
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
-use robust_paf::models::{Classifier, Mode, ResNet18, ResNet18ImageNet, Vgg16Bn, WideResNet16x4, WideResNet28x10, WideResNet34x10};
+use robust_paf::models::{
+    Classifier, Mode, ResNet18, ResNet18ImageNet, Vgg16Bn, WideResNet16x4, WideResNet28x10,
+    WideResNet34x10,
+};
 use robust_paf::train::{PafSgd, SgdSettings};
 
 type Dev = Cpu;
@@ -26,7 +29,11 @@ fn tensor_names<M: TensorCollection<f32, Dev>>(m: &M) -> Vec<String> {
         }
     }
     let mut v = Names(Vec::new());
-    M::iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut v }).unwrap();
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (m, String::new()),
+        f: &mut v,
+    })
+    .unwrap();
     v.0
 }
 
@@ -35,14 +42,38 @@ fn tensor_names<M: TensorCollection<f32, Dev>>(m: &M) -> Vec<String> {
 #[test]
 fn parameter_counts_match_the_paper() {
     let dev = Dev::default();
-    assert_eq!(ResNet18::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_173_962);
-    assert_eq!(ResNet18::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_173_962 + 2);
-    assert_eq!(WideResNet28x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 36_479_194);
-    assert_eq!(WideResNet28x10::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(), 36_479_194 + 2);
-    assert_eq!(WideResNet16x4::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 2_748_890);
-    assert_eq!(WideResNet34x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 46_160_474);
-    assert_eq!(ResNet18ImageNet::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 11_181_642);
-    assert_eq!(Vgg16Bn::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(), 15_253_578);
+    assert_eq!(
+        ResNet18::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        11_173_962
+    );
+    assert_eq!(
+        ResNet18::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        11_173_962 + 2
+    );
+    assert_eq!(
+        WideResNet28x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        36_479_194
+    );
+    assert_eq!(
+        WideResNet28x10::<Pssilu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        36_479_194 + 2
+    );
+    assert_eq!(
+        WideResNet16x4::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        2_748_890
+    );
+    assert_eq!(
+        WideResNet34x10::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        46_160_474
+    );
+    assert_eq!(
+        ResNet18ImageNet::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        11_181_642
+    );
+    assert_eq!(
+        Vgg16Bn::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        15_253_578
+    );
 }
 
 #[test]
@@ -66,14 +97,24 @@ fn tensor_names_follow_the_reference_state_dict() {
     // the shared activation appears once
     assert_eq!(names.iter().filter(|n| n.ends_with("alpha")).count(), 1);
     let names = tensor_names(&WideResNet16x4::<Pssilu<Dev>, Dev>::new(&dev));
-    for key in ["block1.layer.0.convShortcut.weight", "block1.layer.1.conv2.weight", "block3.layer.0.bn1.running_mean", "bn1.weight", "fc.bias"] {
+    for key in [
+        "block1.layer.0.convShortcut.weight",
+        "block1.layer.1.conv2.weight",
+        "block3.layer.0.bn1.running_mean",
+        "bn1.weight",
+        "fc.bias",
+    ] {
         assert!(names.iter().any(|n| n == key), "missing {key}");
     }
 }
 
-fn input<const N: usize>(dev: &Dev, seed: u64) -> Tensor<(usize, Const<N>, Const<N>, Const<3>), f32, Dev> {
+fn input<const N: usize>(
+    dev: &Dev,
+    seed: u64,
+) -> Tensor<(usize, Const<N>, Const<N>, Const<3>), f32, Dev> {
     let d = Dev::seed_from_u64(seed);
-    let v: Tensor<(usize, Const<N>, Const<N>, Const<3>), f32, Dev> = d.sample_uniform_like(&(2, Const, Const, Const));
+    let v: Tensor<(usize, Const<N>, Const<N>, Const<3>), f32, Dev> =
+        d.sample_uniform_like(&(2, Const, Const, Const));
     dev.tensor_from_vec(v.as_vec(), (2, Const, Const, Const))
 }
 
@@ -107,7 +148,10 @@ fn one_activation_instance_is_shared_by_every_site() {
     let y0 = m.logits(x.clone()).as_vec();
     m.activation_mut().set_parameter("alpha", 3.0).unwrap();
     let y1 = m.logits(x.clone()).as_vec();
-    assert!(y0.iter().zip(&y1).any(|(a, b)| (a - b).abs() > 1e-4), "changing alpha changes the output");
+    assert!(
+        y0.iter().zip(&y1).any(|(a, b)| (a - b).abs() > 1e-4),
+        "changing alpha changes the output"
+    );
     // d(logits)/d(alpha) summed over all 17 sites equals the finite difference of alpha
     let g = m.alloc_grads();
     let r: Tensor<(usize, Const<10>), f32, Dev> = dev.sample_normal_like(&(2, Const));
@@ -120,7 +164,10 @@ fn one_activation_instance_is_shared_by_every_site() {
     };
     let h = 1e-2;
     let numeric = (f(&mut m, 3.0 + h) - f(&mut m, 3.0 - h)) / (2.0 * h);
-    assert!((analytic - numeric).abs() <= 0.05 * numeric.abs().max(1e-2), "analytic {analytic} vs numeric {numeric}");
+    assert!(
+        (analytic - numeric).abs() <= 0.05 * numeric.abs().max(1e-2),
+        "analytic {analytic} vs numeric {numeric}"
+    );
 }
 
 #[test]
@@ -135,8 +182,16 @@ fn frozen_parameters_get_no_update_from_an_optimizer_step() {
     let y = m.logits_mut(input::<32>(&dev, 4).traced(g));
     let grads = y.square().mean().backward();
     opt.step(&mut m, &grads).unwrap();
-    assert_eq!(m.activation.alpha.as_vec()[0], 2.0, "frozen alpha stays (weight decay and momentum included)");
-    assert_ne!(m.activation.beta.as_vec()[0], beta_before, "beta (not frozen) moves");
+    assert_eq!(
+        m.activation.alpha.as_vec()[0],
+        2.0,
+        "frozen alpha stays (weight decay and momentum included)"
+    );
+    assert_ne!(
+        m.activation.beta.as_vec()[0],
+        beta_before,
+        "beta (not frozen) moves"
+    );
     assert_ne!(m.conv1.weight.as_vec(), conv_before, "weights move");
 }
 
@@ -146,13 +201,25 @@ fn train_mode_updates_running_statistics_only_through_mut_forward() {
     let mut m = ResNet18::<Relu<Dev>, Dev>::new(&dev);
     let before = m.bn1.running_mean.as_vec();
     let _ = m.logits(input::<32>(&dev, 5));
-    assert_eq!(m.bn1.running_mean.as_vec(), before, "&self forward leaves running stats");
+    assert_eq!(
+        m.bn1.running_mean.as_vec(),
+        before,
+        "&self forward leaves running stats"
+    );
     let _ = m.logits_mut(input::<32>(&dev, 5));
-    assert_ne!(m.bn1.running_mean.as_vec(), before, "&mut forward in train mode updates them");
+    assert_ne!(
+        m.bn1.running_mean.as_vec(),
+        before,
+        "&mut forward in train mode updates them"
+    );
     let mid = m.stages.layer4.1.bn2.running_var.as_vec();
     m.eval();
     let _ = m.logits_mut(input::<32>(&dev, 6));
-    assert_eq!(m.stages.layer4.1.bn2.running_var.as_vec(), mid, "eval mode never updates");
+    assert_eq!(
+        m.stages.layer4.1.bn2.running_var.as_vec(),
+        mid,
+        "eval mode never updates"
+    );
 }
 
 #[test]
@@ -162,6 +229,20 @@ fn invalid_parameters_are_errors_not_panics() {
     assert!(m.activation_mut().set_parameter("beta", 1.5).is_err());
     assert!(m.activation_mut().set_parameter("gamma", 0.5).is_err());
     assert!(m.activation_mut().set_parameter("alpha", f64::NAN).is_err());
-    assert!(PafSgd::new(&m, SgdSettings { lr: -0.1, ..Default::default() }).is_err());
-    assert!(PafSgd::new(&m, SgdSettings { momentum: 1.5, ..Default::default() }).is_err());
+    assert!(PafSgd::new(
+        &m,
+        SgdSettings {
+            lr: -0.1,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    assert!(PafSgd::new(
+        &m,
+        SgdSettings {
+            momentum: 1.5,
+            ..Default::default()
+        }
+    )
+    .is_err());
 }

@@ -11,8 +11,17 @@ use crate::activations::Activation;
 use crate::ops::{Backend, Elem};
 
 /// The input batch of a classifier `M`: `(B, H, W, C)`, raw [0, 1] pixels (PAPER.md §2.5).
-pub type InputOf<M, B, D, T> =
-    Tensor<(B, <M as Classifier<D>>::Height, <M as Classifier<D>>::Width, <M as Classifier<D>>::Channels), Elem, D, T>;
+pub type InputOf<M, B, D, T> = Tensor<
+    (
+        B,
+        <M as Classifier<D>>::Height,
+        <M as Classifier<D>>::Width,
+        <M as Classifier<D>>::Channels,
+    ),
+    Elem,
+    D,
+    T,
+>;
 /// The logits of a classifier `M`: `(B, classes)`.
 pub type LogitsOf<M, B, D, T> = Tensor<(B, <M as Classifier<D>>::Classes), Elem, D, T>;
 
@@ -46,17 +55,26 @@ pub trait Classifier<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
 
     /// Forward pass in the current mode, running statistics untouched (`&self`).
     #[allow(clippy::type_complexity)]
-    fn try_logits<B: Dim, T: Tape<Elem, D>>(&self, x: InputOf<Self, B, D, T>) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
+    fn try_logits<B: Dim, T: Tape<Elem, D>>(
+        &self,
+        x: InputOf<Self, B, D, T>,
+    ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
         self.try_forward_rec(x, None)
     }
     /// Infallible [`Classifier::try_logits`].
-    fn logits<B: Dim, T: Tape<Elem, D>>(&self, x: InputOf<Self, B, D, T>) -> LogitsOf<Self, B, D, T> {
+    fn logits<B: Dim, T: Tape<Elem, D>>(
+        &self,
+        x: InputOf<Self, B, D, T>,
+    ) -> LogitsOf<Self, B, D, T> {
         self.try_logits(x).unwrap()
     }
     /// Forward pass in the current mode; in [`Mode::Train`] also updates every batch norm's
     /// running statistics (PyTorch's `model.train(); model(x)`).
     #[allow(clippy::type_complexity)]
-    fn try_logits_mut<B: Dim, T: Tape<Elem, D>>(&mut self, x: InputOf<Self, B, D, T>) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
+    fn try_logits_mut<B: Dim, T: Tape<Elem, D>>(
+        &mut self,
+        x: InputOf<Self, B, D, T>,
+    ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
         let rec = StatsRecorder::default();
         let y = self.try_forward_rec(x, Some(&rec))?;
         if !rec.is_empty() {
@@ -65,7 +83,10 @@ pub trait Classifier<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
         Ok(y)
     }
     /// Infallible [`Classifier::try_logits_mut`].
-    fn logits_mut<B: Dim, T: Tape<Elem, D>>(&mut self, x: InputOf<Self, B, D, T>) -> LogitsOf<Self, B, D, T> {
+    fn logits_mut<B: Dim, T: Tape<Elem, D>>(
+        &mut self,
+        x: InputOf<Self, B, D, T>,
+    ) -> LogitsOf<Self, B, D, T> {
         self.try_logits_mut(x).unwrap()
     }
     /// Switches every batch norm (and dropout) to `mode`.

@@ -17,7 +17,9 @@ use dfdx::tensor_ops::Device;
 use dfdx::shapes::{Const, ConstDim, Dim, Rank1, Rank4};
 use dfdx::tensor::{Tape, Tensor};
 
-use crate::ops::{try_batch_norm2d_eval, try_conv2d, Backend, BatchStatistics, ConvOut, ConvOutput, Elem};
+use crate::ops::{
+    try_batch_norm2d_eval, try_conv2d, Backend, BatchStatistics, ConvOut, ConvOutput, Elem,
+};
 
 /// Training or evaluation behaviour of batch norm (and dropout), as PyTorch's `model.train()` /
 /// `model.eval()`.
@@ -98,79 +100,168 @@ impl<E: Dtype> rand_distr::Distribution<E> for ScaledNormal<E> {
 /// 2-D convolution without bias: `CI` → `CO` channels, `K`×`K` kernel, stride `S`, padding `P`.
 /// Weight stored OHWI `[CO, K, K, CI]` (PyTorch: `[CO, CI, K, K]`).
 #[derive(Clone, Debug)]
-pub struct Conv2d<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype = Elem> {
+pub struct Conv2d<
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    D: Storage<E>,
+    E: Dtype = Elem,
+> {
     pub weight: Tensor<Rank4<CO, K, K, CI>, E, D>,
 }
 
-impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, E: Dtype, D: Device<E>>
-    TensorCollection<E, D> for Conv2d<CI, CO, K, S, P, D, E>
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        E: Dtype,
+        D: Device<E>,
+    > TensorCollection<E, D> for Conv2d<CI, CO, K, S, P, D, E>
 {
     type To<E2: Dtype, D2: Device<E2>> = Conv2d<CI, CO, K, S, P, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
-            Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, TensorOptions::reset_with(kaiming_fan_out)),
+            Self::tensor(
+                "weight",
+                |s| &s.weight,
+                |s| &mut s.weight,
+                TensorOptions::reset_with(kaiming_fan_out),
+            ),
             |weight| Conv2d { weight },
         )
     }
 }
 
-impl<B: Dim, Hd, Wd, const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Backend, T: Tape<Elem, D>>
-    Module<Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>> for Conv2d<CI, CO, K, S, P, D, Elem>
+impl<
+        B: Dim,
+        Hd,
+        Wd,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        D: Backend,
+        T: Tape<Elem, D>,
+    > Module<Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>> for Conv2d<CI, CO, K, S, P, D, Elem>
 where
     Hd: ConstDim + ConvOut<K, S, P>,
     Wd: ConstDim + ConvOut<K, S, P>,
 {
     type Output = ConvOutput<B, Hd, Wd, CO, K, S, P, D, T>;
     type Error = D::Err;
-    fn try_forward(&self, x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         try_conv2d::<S, P, B, Hd, Wd, CI, CO, K, D, T>(x, &self.weight, None)
     }
 }
 
 /// Same forward for `&self` and `&mut self`: gives `ModuleMut`, so a convolution composes with
 /// batch norm's `forward_mut` in tuples and dfdx's `Residual` (as dfdx's `Linear`).
-impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype>
-    dfdx::nn::NonMutableModule for Conv2d<CI, CO, K, S, P, D, E>
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        D: Storage<E>,
+        E: Dtype,
+    > dfdx::nn::NonMutableModule for Conv2d<CI, CO, K, S, P, D, E>
 {
 }
 
 /// 2-D convolution with bias (VGG). Bias initialised to 0 (torchvision VGG).
 #[derive(Clone, Debug)]
-pub struct Conv2dBias<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype = Elem> {
+pub struct Conv2dBias<
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    D: Storage<E>,
+    E: Dtype = Elem,
+> {
     pub weight: Tensor<Rank4<CO, K, K, CI>, E, D>,
     pub bias: Tensor<Rank1<CO>, E, D>,
 }
 
-impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, E: Dtype, D: Device<E>>
-    TensorCollection<E, D> for Conv2dBias<CI, CO, K, S, P, D, E>
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        E: Dtype,
+        D: Device<E>,
+    > TensorCollection<E, D> for Conv2dBias<CI, CO, K, S, P, D, E>
 {
     type To<E2: Dtype, D2: Device<E2>> = Conv2dBias<CI, CO, K, S, P, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
-                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, TensorOptions::reset_with(kaiming_fan_out)),
-                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, TensorOptions::reset_to_zeros()),
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(kaiming_fan_out),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_to_zeros(),
+                ),
             ),
             |(weight, bias)| Conv2dBias { weight, bias },
         )
     }
 }
 
-impl<B: Dim, Hd, Wd, const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Backend, T: Tape<Elem, D>>
-    Module<Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>> for Conv2dBias<CI, CO, K, S, P, D, Elem>
+impl<
+        B: Dim,
+        Hd,
+        Wd,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        D: Backend,
+        T: Tape<Elem, D>,
+    > Module<Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>> for Conv2dBias<CI, CO, K, S, P, D, Elem>
 where
     Hd: ConstDim + ConvOut<K, S, P>,
     Wd: ConstDim + ConvOut<K, S, P>,
 {
     type Output = ConvOutput<B, Hd, Wd, CO, K, S, P, D, T>;
     type Error = D::Err;
-    fn try_forward(&self, x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         try_conv2d::<S, P, B, Hd, Wd, CI, CO, K, D, T>(x, &self.weight, Some(&self.bias))
     }
 }
 
-impl<const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, D: Storage<E>, E: Dtype>
-    dfdx::nn::NonMutableModule for Conv2dBias<CI, CO, K, S, P, D, E>
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        D: Storage<E>,
+        E: Dtype,
+    > dfdx::nn::NonMutableModule for Conv2dBias<CI, CO, K, S, P, D, E>
 {
 }
 
@@ -192,17 +283,57 @@ pub struct BatchNorm2d<const C: usize, D: Storage<E>, E: Dtype = Elem> {
 
 impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BatchNorm2d<C, D, E> {
     type To<E2: Dtype, D2: Device<E2>> = BatchNorm2d<C, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
-                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, TensorOptions::reset_to_ones()),
-                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, TensorOptions::reset_to_zeros()),
-                Self::tensor("running_mean", |s| &s.running_mean, |s| &mut s.running_mean, TensorOptions::detached(|t| t.try_fill_with_zeros())),
-                Self::tensor("running_var", |s| &s.running_var, |s| &mut s.running_var, TensorOptions::detached(|t| t.try_fill_with_ones())),
-                Self::scalar("eps", |s| &s.eps, |s| &mut s.eps, dfdx::nn::ScalarOptions::from_default(1e-5)),
-                Self::scalar("momentum", |s| &s.momentum, |s| &mut s.momentum, dfdx::nn::ScalarOptions::from_default(0.1)),
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_to_ones(),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_to_zeros(),
+                ),
+                Self::tensor(
+                    "running_mean",
+                    |s| &s.running_mean,
+                    |s| &mut s.running_mean,
+                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
+                ),
+                Self::tensor(
+                    "running_var",
+                    |s| &s.running_var,
+                    |s| &mut s.running_var,
+                    TensorOptions::detached(|t| t.try_fill_with_ones()),
+                ),
+                Self::scalar(
+                    "eps",
+                    |s| &s.eps,
+                    |s| &mut s.eps,
+                    dfdx::nn::ScalarOptions::from_default(1e-5),
+                ),
+                Self::scalar(
+                    "momentum",
+                    |s| &s.momentum,
+                    |s| &mut s.momentum,
+                    dfdx::nn::ScalarOptions::from_default(0.1),
+                ),
             ),
-            |(weight, bias, running_mean, running_var, eps, momentum)| BatchNorm2d { weight, bias, running_mean, running_var, eps, momentum, mode: Mode::Train },
+            |(weight, bias, running_mean, running_var, eps, momentum)| BatchNorm2d {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                eps,
+                momentum,
+                mode: Mode::Train,
+            },
         )
     }
 }
@@ -229,7 +360,14 @@ impl<const C: usize, D: Backend> BatchNorm2d<C, D, Elem> {
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>, D::Err> {
         match self.mode {
-            Mode::Eval => try_batch_norm2d_eval(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.eps),
+            Mode::Eval => try_batch_norm2d_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            ),
             Mode::Train => {
                 let (y, stats) = D::batch_norm_kernel(x, &self.weight, &self.bias, None, self.eps)?;
                 if let (Some(rec), Some(stats)) = (rec, stats) {
@@ -246,8 +384,12 @@ impl<const C: usize, D: Backend> BatchNorm2d<C, D, Elem> {
         let m = self.momentum;
         let rm = self.running_mean.as_vec();
         let rv = self.running_var.as_vec();
-        let new_rm: Vec<Elem> = (0..C).map(|c| ((1.0 - m) * rm[c] as f64 + m * s.mean[c]) as Elem).collect();
-        let new_rv: Vec<Elem> = (0..C).map(|c| ((1.0 - m) * rv[c] as f64 + m * s.var[c] * unbias) as Elem).collect();
+        let new_rm: Vec<Elem> = (0..C)
+            .map(|c| ((1.0 - m) * rm[c] as f64 + m * s.mean[c]) as Elem)
+            .collect();
+        let new_rv: Vec<Elem> = (0..C)
+            .map(|c| ((1.0 - m) * rv[c] as f64 + m * s.var[c] * unbias) as Elem)
+            .collect();
         self.running_mean.copy_from(&new_rm);
         self.running_var.copy_from(&new_rv);
     }
@@ -267,24 +409,30 @@ impl<const C: usize, D: Backend> BatchNormState for BatchNorm2d<C, D, Elem> {
     }
 }
 
-impl<B: Dim, Hd: Dim, Wd: Dim, const C: usize, D: Backend, T: Tape<Elem, D>> Module<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>>
-    for BatchNorm2d<C, D, Elem>
+impl<B: Dim, Hd: Dim, Wd: Dim, const C: usize, D: Backend, T: Tape<Elem, D>>
+    Module<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>> for BatchNorm2d<C, D, Elem>
 {
     type Output = Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>;
     type Error = D::Err;
     /// Follows the mode; in training mode uses batch statistics without updating the running ones.
-    fn try_forward(&self, x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         self.try_forward_rec(x, None)
     }
 }
 
-impl<B: Dim, Hd: Dim, Wd: Dim, const C: usize, D: Backend, T: Tape<Elem, D>> ModuleMut<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>>
-    for BatchNorm2d<C, D, Elem>
+impl<B: Dim, Hd: Dim, Wd: Dim, const C: usize, D: Backend, T: Tape<Elem, D>>
+    ModuleMut<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>> for BatchNorm2d<C, D, Elem>
 {
     type Output = Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>;
     type Error = D::Err;
     /// Follows the mode; in training mode also updates the running statistics (PyTorch's rule).
-    fn try_forward_mut(&mut self, x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward_mut(
+        &mut self,
+        x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         let rec = StatsRecorder::default();
         let y = self.try_forward_rec(x, Some(&rec))?;
         self.apply_recorded(&rec);

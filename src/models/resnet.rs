@@ -25,7 +25,9 @@ pub struct BasicBlock<const C: usize, D: Storage<E>, E: Dtype = Elem> {
 
 impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BasicBlock<C, D, E> {
     type To<E2: Dtype, D2: Device<E2>> = BasicBlock<C, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
@@ -33,7 +35,12 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BasicBlo
                 Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
                 Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
             ),
-            |(conv1, bn1, conv2, bn2)| BasicBlock { conv1, bn1, conv2, bn2 },
+            |(conv1, bn1, conv2, bn2)| BasicBlock {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+            },
         )
     }
 }
@@ -53,7 +60,9 @@ impl<const C: usize, D: Backend> BasicBlock<C, D> {
         let identity = x.with_empty_tape();
         let out = self.bn1.try_forward_rec(self.conv1.try_forward(x)?, rec)?;
         let out = act.try_forward(out)?;
-        let out = self.bn2.try_forward_rec(self.conv2.try_forward(out)?, rec)?;
+        let out = self
+            .bn2
+            .try_forward_rec(self.conv2.try_forward(out)?, rec)?;
         act.try_forward(out.try_add(identity)?)
     }
 
@@ -74,9 +83,13 @@ pub struct DownBlock<const CI: usize, const CO: usize, D: Storage<E>, E: Dtype =
     pub downsample: (Conv2d<CI, CO, 1, 2, 0, D, E>, BatchNorm2d<CO, D, E>),
 }
 
-impl<const CI: usize, const CO: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for DownBlock<CI, CO, D, E> {
+impl<const CI: usize, const CO: usize, E: Dtype, D: Device<E>> TensorCollection<E, D>
+    for DownBlock<CI, CO, D, E>
+{
     type To<E2: Dtype, D2: Device<E2>> = DownBlock<CI, CO, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
@@ -85,7 +98,13 @@ impl<const CI: usize, const CO: usize, E: Dtype, D: Device<E>> TensorCollection<
                 Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
                 Self::module("downsample", |s| &s.downsample, |s| &mut s.downsample),
             ),
-            |(conv1, bn1, conv2, bn2, downsample)| DownBlock { conv1, bn1, conv2, bn2, downsample },
+            |(conv1, bn1, conv2, bn2, downsample)| DownBlock {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                downsample,
+            },
         )
     }
 }
@@ -105,10 +124,15 @@ impl<const CI: usize, const CO: usize, D: Backend> DownBlock<CI, CO, D> {
         Ho: ConstDim + ConvOut<3, 1, 1, Out = Ho>,
         Wo: ConstDim + ConvOut<3, 1, 1, Out = Wo>,
     {
-        let shortcut = self.downsample.1.try_forward_rec(self.downsample.0.try_forward(x.with_empty_tape())?, rec)?;
+        let shortcut = self
+            .downsample
+            .1
+            .try_forward_rec(self.downsample.0.try_forward(x.with_empty_tape())?, rec)?;
         let out = self.bn1.try_forward_rec(self.conv1.try_forward(x)?, rec)?;
         let out = act.try_forward(out)?;
-        let out = self.bn2.try_forward_rec(self.conv2.try_forward(out)?, rec)?;
+        let out = self
+            .bn2
+            .try_forward_rec(self.conv2.try_forward(out)?, rec)?;
         act.try_forward(out.try_add(shortcut)?)
     }
 
@@ -137,12 +161,30 @@ impl<D: Backend> Stages<D> {
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, H4, W4, Const<512>), Elem, D, T>, D::Err>
     where
-        Hd: ConstDim + ConvOut<3, 1, 1, Out = Hd> + ConvOut<3, 2, 1, Out = H2> + ConvOut<1, 2, 0, Out = H2>,
-        Wd: ConstDim + ConvOut<3, 1, 1, Out = Wd> + ConvOut<3, 2, 1, Out = W2> + ConvOut<1, 2, 0, Out = W2>,
-        H2: ConstDim + ConvOut<3, 1, 1, Out = H2> + ConvOut<3, 2, 1, Out = H3> + ConvOut<1, 2, 0, Out = H3>,
-        W2: ConstDim + ConvOut<3, 1, 1, Out = W2> + ConvOut<3, 2, 1, Out = W3> + ConvOut<1, 2, 0, Out = W3>,
-        H3: ConstDim + ConvOut<3, 1, 1, Out = H3> + ConvOut<3, 2, 1, Out = H4> + ConvOut<1, 2, 0, Out = H4>,
-        W3: ConstDim + ConvOut<3, 1, 1, Out = W3> + ConvOut<3, 2, 1, Out = W4> + ConvOut<1, 2, 0, Out = W4>,
+        Hd: ConstDim
+            + ConvOut<3, 1, 1, Out = Hd>
+            + ConvOut<3, 2, 1, Out = H2>
+            + ConvOut<1, 2, 0, Out = H2>,
+        Wd: ConstDim
+            + ConvOut<3, 1, 1, Out = Wd>
+            + ConvOut<3, 2, 1, Out = W2>
+            + ConvOut<1, 2, 0, Out = W2>,
+        H2: ConstDim
+            + ConvOut<3, 1, 1, Out = H2>
+            + ConvOut<3, 2, 1, Out = H3>
+            + ConvOut<1, 2, 0, Out = H3>,
+        W2: ConstDim
+            + ConvOut<3, 1, 1, Out = W2>
+            + ConvOut<3, 2, 1, Out = W3>
+            + ConvOut<1, 2, 0, Out = W3>,
+        H3: ConstDim
+            + ConvOut<3, 1, 1, Out = H3>
+            + ConvOut<3, 2, 1, Out = H4>
+            + ConvOut<1, 2, 0, Out = H4>,
+        W3: ConstDim
+            + ConvOut<3, 1, 1, Out = W3>
+            + ConvOut<3, 2, 1, Out = W4>
+            + ConvOut<1, 2, 0, Out = W4>,
         H4: ConstDim + ConvOut<3, 1, 1, Out = H4>,
         W4: ConstDim + ConvOut<3, 1, 1, Out = W4>,
     {

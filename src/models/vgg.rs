@@ -63,11 +63,17 @@ pub struct Vgg16Bn<A, D: Storage<E>, E: Dtype = Elem, const NC: usize = 10> {
     pub fc3: Linear<512, NC, E, D>,
 }
 
-impl<A: TensorCollection<E, D>, E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform, D: Device<E>, const NC: usize>
-    TensorCollection<E, D> for Vgg16Bn<A, D, E, NC>
+impl<
+        A: TensorCollection<E, D>,
+        E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
+        D: Device<E>,
+        const NC: usize,
+    > TensorCollection<E, D> for Vgg16Bn<A, D, E, NC>
 {
     type To<E2: Dtype, D2: Device<E2>> = Vgg16Bn<A::To<E2, D2>, D2, E2, NC>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 (
@@ -117,7 +123,13 @@ impl<A: TensorCollection<E, D>, E: Dtype + num_traits::Float + rand_distr::unifo
             ),
             |(
                 (activation, fc1, fc2, fc3),
-                ((c0, b0, c3, b3), (c7, b7, c10, b10), (c14, b14, c17, b17, c20, b20), (c24, b24, c27, b27, c30, b30), (c34, b34, c37, b37, c40, b40)),
+                (
+                    (c0, b0, c3, b3),
+                    (c7, b7, c10, b10),
+                    (c14, b14, c17, b17, c20, b20),
+                    (c24, b24, c27, b27, c30, b30),
+                    (c34, b34, c37, b37, c40, b40),
+                ),
             )| Vgg16Bn {
                 activation,
                 f0: ConvBn { conv: c0, bn: b0 },
@@ -171,17 +183,40 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
     fn architecture(&self) -> String {
         format!("VGG-16-BN-{}", A::NAME)
     }
-    fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(&self, x: InputOf<Self, B, D, T>, rec: Option<&StatsRecorder>) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
+    fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
+        &self,
+        x: InputOf<Self, B, D, T>,
+        rec: Option<&StatsRecorder>,
+    ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
         let a = &self.activation;
-        let x = self.f3.try_forward(self.f0.try_forward(x, a, rec)?, a, rec)?;
+        let x = self
+            .f3
+            .try_forward(self.f0.try_forward(x, a, rec)?, a, rec)?;
         let x = try_max_pool2d::<2, 2, 0, _, _, _, 64, D, T>(x)?;
-        let x = self.f10.try_forward(self.f7.try_forward(x, a, rec)?, a, rec)?;
+        let x = self
+            .f10
+            .try_forward(self.f7.try_forward(x, a, rec)?, a, rec)?;
         let x = try_max_pool2d::<2, 2, 0, _, _, _, 128, D, T>(x)?;
-        let x = self.f20.try_forward(self.f17.try_forward(self.f14.try_forward(x, a, rec)?, a, rec)?, a, rec)?;
+        let x = self.f20.try_forward(
+            self.f17
+                .try_forward(self.f14.try_forward(x, a, rec)?, a, rec)?,
+            a,
+            rec,
+        )?;
         let x = try_max_pool2d::<2, 2, 0, _, _, _, 256, D, T>(x)?;
-        let x = self.f30.try_forward(self.f27.try_forward(self.f24.try_forward(x, a, rec)?, a, rec)?, a, rec)?;
+        let x = self.f30.try_forward(
+            self.f27
+                .try_forward(self.f24.try_forward(x, a, rec)?, a, rec)?,
+            a,
+            rec,
+        )?;
         let x = try_max_pool2d::<2, 2, 0, _, _, _, 512, D, T>(x)?;
-        let x = self.f40.try_forward(self.f37.try_forward(self.f34.try_forward(x, a, rec)?, a, rec)?, a, rec)?;
+        let x = self.f40.try_forward(
+            self.f37
+                .try_forward(self.f34.try_forward(x, a, rec)?, a, rec)?,
+            a,
+            rec,
+        )?;
         let x = try_flatten(try_max_pool2d::<2, 2, 0, _, _, _, 512, D, T>(x)?)?;
         let train = self.f0.bn.mode == Mode::Train;
         let x = if train { x.try_dropout(0.5)? } else { x };

@@ -17,7 +17,13 @@ use crate::ops::{try_avg_pool2d, try_flatten, Backend, ConvOut, Elem};
 /// Pre-activation block whose width or resolution changes (`in ≠ out`): the shortcut is the 1×1
 /// `convShortcut` applied to the **activated** input, as in the reference code.
 #[derive(Clone, Debug)]
-pub struct WideBlockShortcut<const CI: usize, const CO: usize, const S: usize, D: Storage<E>, E: Dtype = Elem> {
+pub struct WideBlockShortcut<
+    const CI: usize,
+    const CO: usize,
+    const S: usize,
+    D: Storage<E>,
+    E: Dtype = Elem,
+> {
     pub bn1: BatchNorm2d<CI, D, E>,
     pub conv1: Conv2d<CI, CO, 3, S, 1, D, E>,
     pub bn2: BatchNorm2d<CO, D, E>,
@@ -25,20 +31,32 @@ pub struct WideBlockShortcut<const CI: usize, const CO: usize, const S: usize, D
     pub conv_shortcut: Conv2d<CI, CO, 1, S, 0, D, E>,
 }
 
-impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>> TensorCollection<E, D>
-    for WideBlockShortcut<CI, CO, S, D, E>
+impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
+    TensorCollection<E, D> for WideBlockShortcut<CI, CO, S, D, E>
 {
     type To<E2: Dtype, D2: Device<E2>> = WideBlockShortcut<CI, CO, S, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 Self::module("bn1", |s| &s.bn1, |s| &mut s.bn1),
                 Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
                 Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
                 Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
-                Self::module("convShortcut", |s| &s.conv_shortcut, |s| &mut s.conv_shortcut),
+                Self::module(
+                    "convShortcut",
+                    |s| &s.conv_shortcut,
+                    |s| &mut s.conv_shortcut,
+                ),
             ),
-            |(bn1, conv1, bn2, conv2, conv_shortcut)| WideBlockShortcut { bn1, conv1, bn2, conv2, conv_shortcut },
+            |(bn1, conv1, bn2, conv2, conv_shortcut)| WideBlockShortcut {
+                bn1,
+                conv1,
+                bn2,
+                conv2,
+                conv_shortcut,
+            },
         )
     }
 }
@@ -81,7 +99,9 @@ pub struct WideBlock<const C: usize, D: Storage<E>, E: Dtype = Elem> {
 
 impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for WideBlock<C, D, E> {
     type To<E2: Dtype, D2: Device<E2>> = WideBlock<C, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 Self::module("bn1", |s| &s.bn1, |s| &mut s.bn1),
@@ -89,7 +109,12 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for WideBloc
                 Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
                 Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
             ),
-            |(bn1, conv1, bn2, conv2)| WideBlock { bn1, conv1, bn2, conv2 },
+            |(bn1, conv1, bn2, conv2)| WideBlock {
+                bn1,
+                conv1,
+                bn2,
+                conv2,
+            },
         )
     }
 }
@@ -121,16 +146,25 @@ impl<const C: usize, D: Backend> WideBlock<C, D> {
 /// One group of `N` blocks (`NetworkBlock` in the reference): `layer.0` changes width / stride,
 /// `layer.1 ..= layer.{N-1}` keep it.
 #[derive(Clone, Debug)]
-pub struct WideGroup<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Storage<E>, E: Dtype = Elem> {
+pub struct WideGroup<
+    const CI: usize,
+    const CO: usize,
+    const S: usize,
+    const N: usize,
+    D: Storage<E>,
+    E: Dtype = Elem,
+> {
     pub first: WideBlockShortcut<CI, CO, S, D, E>,
     pub rest: Vec<WideBlock<CO, D, E>>,
 }
 
-impl<const CI: usize, const CO: usize, const S: usize, const N: usize, E: Dtype, D: Device<E>> TensorCollection<E, D>
-    for WideGroup<CI, CO, S, N, D, E>
+impl<const CI: usize, const CO: usize, const S: usize, const N: usize, E: Dtype, D: Device<E>>
+    TensorCollection<E, D> for WideGroup<CI, CO, S, N, D, E>
 {
     type To<E2: Dtype, D2: Device<E2>> = WideGroup<CI, CO, S, N, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         let names: Vec<String> = (1..N).map(|i| format!("layer.{i}")).collect();
         visitor.visit_fields(
             (
@@ -138,7 +172,9 @@ impl<const CI: usize, const CO: usize, const S: usize, const N: usize, E: Dtype,
                 names
                     .iter()
                     .enumerate()
-                    .map(|(i, name)| Self::module(name, move |s| &s.rest[i], move |s| &mut s.rest[i]))
+                    .map(|(i, name)| {
+                        Self::module(name, move |s| &s.rest[i], move |s| &mut s.rest[i])
+                    })
                     .collect::<Vec<_>>(),
             ),
             |(first, rest)| WideGroup { first, rest },
@@ -146,7 +182,9 @@ impl<const CI: usize, const CO: usize, const S: usize, const N: usize, E: Dtype,
     }
 }
 
-impl<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Backend> WideGroup<CI, CO, S, N, D> {
+impl<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Backend>
+    WideGroup<CI, CO, S, N, D>
+{
     #[allow(clippy::type_complexity)]
     fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>, A: Activation<D>>(
         &self,
@@ -180,7 +218,16 @@ impl<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Backen
 /// [`WideResNet28x10`], [`WideResNet16x4`], [`WideResNet34x10`]. The first group's width must
 /// differ from 16 (k ≥ 2), as its first block has a shortcut conv.
 #[derive(Clone, Debug)]
-pub struct WideResNet<A, D: Storage<E>, E: Dtype, const N: usize, const W1: usize, const W2: usize, const W3: usize, const NC: usize> {
+pub struct WideResNet<
+    A,
+    D: Storage<E>,
+    E: Dtype,
+    const N: usize,
+    const W1: usize,
+    const W2: usize,
+    const W3: usize,
+    const NC: usize,
+> {
     /// The activation shared by every site.
     pub activation: A,
     pub conv1: Conv2d<3, 16, 3, 1, 1, D, E>,
@@ -211,7 +258,9 @@ impl<
     > TensorCollection<E, D> for WideResNet<A, D, E, N, W1, W2, W3, NC>
 {
     type To<E2: Dtype, D2: Device<E2>> = WideResNet<A::To<E2, D2>, D2, E2, N, W1, W2, W3, NC>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             (
                 (
@@ -226,13 +275,28 @@ impl<
                     Self::module("fc", |s| &s.fc, |s| &mut s.fc),
                 ),
             ),
-            |((activation, conv1, block1, block2), (block3, bn1, fc))| WideResNet { activation, conv1, block1, block2, block3, bn1, fc },
+            |((activation, conv1, block1, block2), (block3, bn1, fc))| WideResNet {
+                activation,
+                conv1,
+                block1,
+                block2,
+                block3,
+                bn1,
+                fc,
+            },
         )
     }
 }
 
-impl<A: Activation<D>, D: Backend, const N: usize, const W1: usize, const W2: usize, const W3: usize, const NC: usize>
-    WideResNet<A, D, Elem, N, W1, W2, W3, NC>
+impl<
+        A: Activation<D>,
+        D: Backend,
+        const N: usize,
+        const W1: usize,
+        const W2: usize,
+        const W3: usize,
+        const NC: usize,
+    > WideResNet<A, D, Elem, N, W1, W2, W3, NC>
 where
     Self: BuildModule<D, Elem>,
 {
@@ -249,8 +313,15 @@ where
     }
 }
 
-impl<A: Activation<D>, D: Backend, const N: usize, const W1: usize, const W2: usize, const W3: usize, const NC: usize> Classifier<D>
-    for WideResNet<A, D, Elem, N, W1, W2, W3, NC>
+impl<
+        A: Activation<D>,
+        D: Backend,
+        const N: usize,
+        const W1: usize,
+        const W2: usize,
+        const W3: usize,
+        const NC: usize,
+    > Classifier<D> for WideResNet<A, D, Elem, N, W1, W2, W3, NC>
 {
     type Act = A;
     type Height = Const<32>;
@@ -260,7 +331,11 @@ impl<A: Activation<D>, D: Backend, const N: usize, const W1: usize, const W2: us
     fn architecture(&self) -> String {
         format!("WideResNet-{}-{}-{}", 6 * N + 4, W1 / 16, A::NAME)
     }
-    fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(&self, x: InputOf<Self, B, D, T>, rec: Option<&StatsRecorder>) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
+    fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
+        &self,
+        x: InputOf<Self, B, D, T>,
+        rec: Option<&StatsRecorder>,
+    ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
         let act = &self.activation;
         let x = self.conv1.try_forward(x)?;
         let x = self.block1.try_forward(x, act, rec)?;

@@ -7,8 +7,23 @@ use dfdx::tensor::{Tape, Tensor};
 use super::{Backend, ConvGeometry, ConvOut, Elem};
 
 /// Output of a `K`×`K` convolution with stride `S` and padding `P` on a `(B, Hd, Wd, ·)` batch.
-pub type ConvOutput<B, Hd, Wd, const CO: usize, const K: usize, const S: usize, const P: usize, D, T> = Tensor<
-    (B, <Hd as ConvOut<K, S, P>>::Out, <Wd as ConvOut<K, S, P>>::Out, Const<CO>),
+pub type ConvOutput<
+    B,
+    Hd,
+    Wd,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    D,
+    T,
+> = Tensor<
+    (
+        B,
+        <Hd as ConvOut<K, S, P>>::Out,
+        <Wd as ConvOut<K, S, P>>::Out,
+        Const<CO>,
+    ),
     Elem,
     D,
     T,

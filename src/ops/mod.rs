@@ -24,7 +24,7 @@ mod pointwise;
 mod shapes;
 
 pub use geometry::{ConvGeometry, PoolGeometry};
-pub use pointwise::{try_pointwise, pointwise, ScalarFn};
+pub use pointwise::{pointwise, try_pointwise, ScalarFn};
 pub use shapes::{ConvOut, PoolOut};
 
 mod conv;
@@ -48,8 +48,17 @@ use dfdx::tensor::{Tape, Tensor};
 pub type Elem = f32;
 
 /// A batch of images in the crate's layout: `(batch, height, width, channels)` (NHWC).
-pub type Image<B, const H: usize, const W: usize, const C: usize, D, T> =
-    Tensor<(B, dfdx::shapes::Const<H>, dfdx::shapes::Const<W>, dfdx::shapes::Const<C>), Elem, D, T>;
+pub type Image<B, const H: usize, const W: usize, const C: usize, D, T> = Tensor<
+    (
+        B,
+        dfdx::shapes::Const<H>,
+        dfdx::shapes::Const<W>,
+        dfdx::shapes::Const<C>,
+    ),
+    Elem,
+    D,
+    T,
+>;
 
 /// The kernels the crate needs from a device, on top of dfdx's own [`dfdx::tensor_ops::Device`].
 ///

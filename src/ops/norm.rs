@@ -26,7 +26,14 @@ pub type ChannelsLast<B, H, W, const C: usize, D, T> = Tensor<(B, H, W, Const<C>
 /// statistics in place, `r ← (1 − m)·r + m·s`, with the unbiased batch variance
 /// `σ²·n/(n − 1)` for `running_var` (PyTorch's rule).
 #[allow(clippy::too_many_arguments)]
-pub fn try_batch_norm2d_train<B: Dim, H: Dim, W: Dim, const C: usize, D: Backend, T: Tape<Elem, D>>(
+pub fn try_batch_norm2d_train<
+    B: Dim,
+    H: Dim,
+    W: Dim,
+    const C: usize,
+    D: Backend,
+    T: Tape<Elem, D>,
+>(
     x: ChannelsLast<B, H, W, C, D, T>,
     weight: &Tensor<Rank1<C>, Elem, D>,
     bias: &Tensor<Rank1<C>, Elem, D>,
@@ -41,8 +48,9 @@ pub fn try_batch_norm2d_train<B: Dim, H: Dim, W: Dim, const C: usize, D: Backend
     let unbias = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
     let rm = running_mean.as_vec();
     let rv = running_var.as_vec();
-    let new_rm: Vec<Elem> =
-        (0..C).map(|c| ((1.0 - momentum) * rm[c] as f64 + momentum * stats.mean[c]) as Elem).collect();
+    let new_rm: Vec<Elem> = (0..C)
+        .map(|c| ((1.0 - momentum) * rm[c] as f64 + momentum * stats.mean[c]) as Elem)
+        .collect();
     let new_rv: Vec<Elem> = (0..C)
         .map(|c| ((1.0 - momentum) * rv[c] as f64 + momentum * stats.var[c] * unbias) as Elem)
         .collect();
@@ -67,7 +75,14 @@ pub fn batch_norm2d_train<B: Dim, H: Dim, W: Dim, const C: usize, D: Backend, T:
 
 /// Evaluation-mode batch norm: `y = (x − μ_run)/sqrt(σ²_run + ε)·γ + β`, with gradients to the
 /// input (and to γ, β) on any tape.
-pub fn try_batch_norm2d_eval<B: Dim, H: Dim, W: Dim, const C: usize, D: Backend, T: Tape<Elem, D>>(
+pub fn try_batch_norm2d_eval<
+    B: Dim,
+    H: Dim,
+    W: Dim,
+    const C: usize,
+    D: Backend,
+    T: Tape<Elem, D>,
+>(
     x: ChannelsLast<B, H, W, C, D, T>,
     weight: &Tensor<Rank1<C>, Elem, D>,
     bias: &Tensor<Rank1<C>, Elem, D>,

@@ -22,14 +22,25 @@ pub struct SgdSettings {
 
 impl Default for SgdSettings {
     fn default() -> Self {
-        Self { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: true }
+        Self {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: true,
+        }
     }
 }
 
 impl SgdSettings {
     /// Checks the ranges (lr > 0, 0 ≤ momentum < 1, weight decay ≥ 0, all finite).
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |name, value, reason| Err(Error::InvalidParameter { name, value, reason });
+        let bad = |name, value, reason| {
+            Err(Error::InvalidParameter {
+                name,
+                value,
+                reason,
+            })
+        };
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr, "must be finite and > 0");
         }
@@ -46,7 +57,11 @@ impl SgdSettings {
 /// `lr(t) = lr_min + (lr_max − lr_min)·(1 + cos(π·t/T))/2`: PyTorch's `CosineAnnealingLR`
 /// closed form, stepped every iteration (PAPER.md §7; `lr_min` = 0.001 in the paper).
 pub fn cosine_lr(t: usize, total: usize, lr_max: f64, lr_min: f64) -> f64 {
-    let frac = if total == 0 { 1.0 } else { (t.min(total) as f64) / total as f64 };
+    let frac = if total == 0 {
+        1.0
+    } else {
+        (t.min(total) as f64) / total as f64
+    };
     lr_min + 0.5 * (lr_max - lr_min) * (1.0 + (std::f64::consts::PI * frac).cos())
 }
 
@@ -64,8 +79,18 @@ impl<M: Classifier<D>, D: Backend> PafSgd<M, D> {
             (m, true) => Some(Momentum::Nesterov(m)),
             (m, false) => Some(Momentum::Classic(m)),
         };
-        let weight_decay = (settings.weight_decay > 0.0).then_some(WeightDecay::L2(settings.weight_decay));
-        Ok(Self { inner: Sgd::new(model, SgdConfig { lr: settings.lr, momentum, weight_decay }) })
+        let weight_decay =
+            (settings.weight_decay > 0.0).then_some(WeightDecay::L2(settings.weight_decay));
+        Ok(Self {
+            inner: Sgd::new(
+                model,
+                SgdConfig {
+                    lr: settings.lr,
+                    momentum,
+                    weight_decay,
+                },
+            ),
+        })
     }
 
     /// The current learning rate.
@@ -83,7 +108,9 @@ impl<M: Classifier<D>, D: Backend> PafSgd<M, D> {
     pub fn step(&mut self, model: &mut M, grads: &Gradients<Elem, D>) -> Result<(), Error> {
         match self.inner.update(model, grads) {
             Ok(()) | Err(dfdx::optim::OptimizerUpdateError::UnusedParams(_)) => {}
-            Err(dfdx::optim::OptimizerUpdateError::DeviceError(e)) => return Err(Error::Device(format!("{e:?}"))),
+            Err(dfdx::optim::OptimizerUpdateError::DeviceError(e)) => {
+                return Err(Error::Device(format!("{e:?}")))
+            }
         }
         model.activation_mut().restore_frozen();
         model.activation().validate()

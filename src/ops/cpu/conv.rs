@@ -134,11 +134,21 @@ fn col2im_add(g: &ConvGeometry, dcol: &[Elem], b0: usize, nb: usize, gx: &mut [E
 }
 
 /// `y = conv(x, w) + b` (forward, no tape).
-pub(crate) fn conv_forward(g: &ConvGeometry, x: &[Elem], w: &[Elem], b: Option<&[Elem]>, y: &mut [Elem]) {
+pub(crate) fn conv_forward(
+    g: &ConvGeometry,
+    x: &[Elem],
+    w: &[Elem],
+    b: Option<&[Elem]>,
+    y: &mut [Elem],
+) {
     let (p, co) = (g.patch(), g.c_out);
     let per_img = g.ho * g.wo;
     let ipb = images_per_block(g);
-    let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0; ipb * per_img * p] };
+    let mut col = if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![0.0; ipb * per_img * p]
+    };
     let mut b0 = 0;
     while b0 < g.batch {
         let nb = ipb.min(g.batch - b0);
@@ -151,7 +161,21 @@ pub(crate) fn conv_forward(g: &ConvGeometry, x: &[Elem], w: &[Elem], b: Option<&
         };
         let dst = &mut y[b0 * per_img * co..(b0 + nb) * per_img * co];
         // y[rows×co] = col[rows×p] · wᵀ, w stored [co×p]
-        matmul(rows, co, p, dst, co as isize, 1, false, lhs, p as isize, 1, w, 1, p as isize);
+        matmul(
+            rows,
+            co,
+            p,
+            dst,
+            co as isize,
+            1,
+            false,
+            lhs,
+            p as isize,
+            1,
+            w,
+            1,
+            p as isize,
+        );
         b0 += nb;
     }
     if let Some(b) = b {
@@ -178,8 +202,16 @@ pub(crate) fn conv_backward(
     let per_img = g.ho * g.wo;
     let ipb = images_per_block(g);
     let pointwise = g.is_pointwise();
-    let mut col = if pointwise || gw.is_none() { Vec::new() } else { vec![0.0; ipb * per_img * p] };
-    let mut dcol = if pointwise || gx.is_none() { Vec::new() } else { vec![0.0; ipb * per_img * p] };
+    let mut col = if pointwise || gw.is_none() {
+        Vec::new()
+    } else {
+        vec![0.0; ipb * per_img * p]
+    };
+    let mut dcol = if pointwise || gx.is_none() {
+        Vec::new()
+    } else {
+        vec![0.0; ipb * per_img * p]
+    };
     let mut gx = gx;
     let mut gw = gw;
     let mut b0 = 0;
@@ -195,16 +227,58 @@ pub(crate) fn conv_backward(
                 &col[..rows * p]
             };
             // gw[co×p] += gyᵀ[co×rows] · col[rows×p]
-            matmul(co, p, rows, gw, p as isize, 1, true, gy_blk, 1, co as isize, lhs, p as isize, 1);
+            matmul(
+                co,
+                p,
+                rows,
+                gw,
+                p as isize,
+                1,
+                true,
+                gy_blk,
+                1,
+                co as isize,
+                lhs,
+                p as isize,
+                1,
+            );
         }
         if let Some(gx) = gx.as_deref_mut() {
             if pointwise {
                 let dst = &mut gx[b0 * per_img * p..(b0 + nb) * per_img * p];
                 // gx[rows×p] += gy[rows×co] · w[co×p]
-                matmul(rows, p, co, dst, p as isize, 1, true, gy_blk, co as isize, 1, w, p as isize, 1);
+                matmul(
+                    rows,
+                    p,
+                    co,
+                    dst,
+                    p as isize,
+                    1,
+                    true,
+                    gy_blk,
+                    co as isize,
+                    1,
+                    w,
+                    p as isize,
+                    1,
+                );
             } else {
                 let d = &mut dcol[..rows * p];
-                matmul(rows, p, co, d, p as isize, 1, false, gy_blk, co as isize, 1, w, p as isize, 1);
+                matmul(
+                    rows,
+                    p,
+                    co,
+                    d,
+                    p as isize,
+                    1,
+                    false,
+                    gy_blk,
+                    co as isize,
+                    1,
+                    w,
+                    p as isize,
+                    1,
+                );
                 col2im_add(g, d, b0, nb, gx);
             }
         }
@@ -261,7 +335,15 @@ where
             };
             {
                 let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
-                conv_backward(&g, &xs, &ws, &gy, Some(gx), Some(&mut gw), gb.as_deref_mut());
+                conv_backward(
+                    &g,
+                    &xs,
+                    &ws,
+                    &gy,
+                    Some(gx),
+                    Some(&mut gw),
+                    gb.as_deref_mut(),
+                );
             }
             put_grad(grads, &w, gw)?;
             if let (Some(b), Some(gb)) = (&b, gb) {

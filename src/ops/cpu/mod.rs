@@ -22,7 +22,11 @@ pub(crate) fn read<S: Shape, T>(t: &Tensor<S, Elem, Cpu, T>) -> Vec<Elem> {
 }
 
 /// Wraps a freshly computed buffer as a tensor (no copy).
-pub(crate) fn wrap<S: Shape>(dev: &Cpu, data: Vec<Elem>, shape: S) -> Result<Tensor<S, Elem, Cpu>, <Cpu as dfdx::tensor::HasErr>::Err> {
+pub(crate) fn wrap<S: Shape>(
+    dev: &Cpu,
+    data: Vec<Elem>,
+    shape: S,
+) -> Result<Tensor<S, Elem, Cpu>, <Cpu as dfdx::tensor::HasErr>::Err> {
     dev.try_tensor_from_vec(data, shape)
 }
 
@@ -72,7 +76,13 @@ impl crate::ops::Backend for Cpu {
             &Tensor<dfdx::shapes::Rank1<C>, Elem, Self>,
         )>,
         eps: f64,
-    ) -> Result<(Tensor<S, Elem, Self, T>, Option<crate::ops::BatchStatistics>), Self::Err>
+    ) -> Result<
+        (
+            Tensor<S, Elem, Self, T>,
+            Option<crate::ops::BatchStatistics>,
+        ),
+        Self::Err,
+    >
     where
         T: dfdx::tensor::Tape<Elem, Self>,
     {

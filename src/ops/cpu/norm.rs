@@ -49,7 +49,9 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
     let beta = read(bias);
     let (mean, invstd, stats): (Vec<f64>, Vec<f64>, Option<BatchStatistics>) = match running {
         None => {
-            let sum = channel_sums(&xs, C, |row, s| s.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64));
+            let sum = channel_sums(&xs, C, |row, s| {
+                s.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64)
+            });
             let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
             let sq = channel_sums(&xs, C, |row, s| {
                 for ((s, &v), m) in s.iter_mut().zip(row).zip(&mean) {
@@ -59,26 +61,39 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
             });
             let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
             let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-            let stats = BatchStatistics { mean: mean.clone(), var, count: n };
+            let stats = BatchStatistics {
+                mean: mean.clone(),
+                var,
+                count: n,
+            };
             (mean, invstd, Some(stats))
         }
         Some((rm, rv)) => {
             let mean = read(rm).into_iter().map(|v| v as f64).collect();
-            let invstd = read(rv).into_iter().map(|v| 1.0 / (v as f64 + eps).sqrt()).collect();
+            let invstd = read(rv)
+                .into_iter()
+                .map(|v| 1.0 / (v as f64 + eps).sqrt())
+                .collect();
             (mean, invstd, None)
         }
     };
     // y = x·a + b per channel
-    let a: Vec<Elem> = (0..C).map(|c| (gamma[c] as f64 * invstd[c]) as Elem).collect();
-    let b: Vec<Elem> = (0..C).map(|c| (beta[c] as f64 - mean[c] * gamma[c] as f64 * invstd[c]) as Elem).collect();
+    let a: Vec<Elem> = (0..C)
+        .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
+        .collect();
+    let b: Vec<Elem> = (0..C)
+        .map(|c| (beta[c] as f64 - mean[c] * gamma[c] as f64 * invstd[c]) as Elem)
+        .collect();
     let mut ys = vec![0.0; xs.len()];
-    ys.par_chunks_mut(C * ROWS).zip(xs.par_chunks(C * ROWS)).for_each(|(y, x)| {
-        for (yr, xr) in y.chunks_mut(C).zip(x.chunks(C)) {
-            for c in 0..C {
-                yr[c] = xr[c] * a[c] + b[c];
+    ys.par_chunks_mut(C * ROWS)
+        .zip(xs.par_chunks(C * ROWS))
+        .for_each(|(y, x)| {
+            for (yr, xr) in y.chunks_mut(C).zip(x.chunks(C)) {
+                for c in 0..C {
+                    yr[c] = xr[c] * a[c] + b[c];
+                }
             }
-        }
-    });
+        });
     let y = wrap(x.device(), ys, *x.shape())?;
     if T::OWNS_TAPE {
         let y_ghost = y.clone();
@@ -113,13 +128,16 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
             {
                 let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
                 if training {
-                    let k1: Vec<Elem> = (0..C).map(|c| (gamma[c] as f64 * invstd[c]) as Elem).collect();
+                    let k1: Vec<Elem> = (0..C)
+                        .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
+                        .collect();
                     let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
                     let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
                     gx.par_chunks_mut(C * ROWS)
                         .zip(gy.par_chunks(C * ROWS).zip(xs.par_chunks(C * ROWS)))
                         .for_each(|(d, (g, x))| {
-                            for ((dr, gr), xr) in d.chunks_mut(C).zip(g.chunks(C)).zip(x.chunks(C)) {
+                            for ((dr, gr), xr) in d.chunks_mut(C).zip(g.chunks(C)).zip(x.chunks(C))
+                            {
                                 for c in 0..C {
                                     let xhat = (xr[c] - mf[c]) * sf[c];
                                     dr[c] += k1[c] * (gr[c] - mg[c] - xhat * mgx[c]);
@@ -127,17 +145,21 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
                             }
                         });
                 } else {
-                    gx.par_chunks_mut(C * ROWS).zip(gy.par_chunks(C * ROWS)).for_each(|(d, g)| {
-                        for (dr, gr) in d.chunks_mut(C).zip(g.chunks(C)) {
-                            for c in 0..C {
-                                dr[c] += gr[c] * a[c];
+                    gx.par_chunks_mut(C * ROWS)
+                        .zip(gy.par_chunks(C * ROWS))
+                        .for_each(|(d, g)| {
+                            for (dr, gr) in d.chunks_mut(C).zip(g.chunks(C)) {
+                                for c in 0..C {
+                                    dr[c] += gr[c] * a[c];
+                                }
                             }
-                        }
-                    });
+                        });
                 }
             }
             let gw: &mut Vec<Elem> = grads.get_or_alloc_mut(&weight)?;
-            gw.iter_mut().zip(sum_gx).for_each(|(g, s)| *g += *s as Elem);
+            gw.iter_mut()
+                .zip(sum_gx)
+                .for_each(|(g, s)| *g += *s as Elem);
             let gb: &mut Vec<Elem> = grads.get_or_alloc_mut(&bias)?;
             gb.iter_mut().zip(sum_g).for_each(|(g, s)| *g += *s as Elem);
             put_grad(grads, &y_ghost, gy)

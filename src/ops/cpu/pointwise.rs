@@ -22,7 +22,8 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
     let y = wrap(x.device(), ys, *x.shape())?;
     if T::OWNS_TAPE {
         let y_ghost = y.clone();
-        let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] = [params[0].cloned(), params[1].cloned()];
+        let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
+            [params[0].cloned(), params[1].cloned()];
         tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &y_ghost)?;
             let want = [params[0].is_some(), params[1].is_some()];

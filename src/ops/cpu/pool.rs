@@ -66,7 +66,9 @@ pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
             .enumerate()
             .for_each(|(r, (y, a))| fill(r, y, a));
     } else {
-        ys.par_chunks_mut(out_row).enumerate().for_each(|(r, y)| fill(r, y, &mut []));
+        ys.par_chunks_mut(out_row)
+            .enumerate()
+            .for_each(|(r, y)| fill(r, y, &mut []));
     }
     let y = wrap(x.device(), ys, out_shape)?;
     if T::OWNS_TAPE {
@@ -94,8 +96,13 @@ pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
                                 let w0 = (ow * g.stride) as isize - g.pad as isize;
                                 let src = ((b * g.ho + oh) * g.wo + ow) * c;
                                 let gs = &gy[src..src + c];
-                                for iw in w0.max(0) as usize..((w0 + g.kw as isize).min(g.w as isize)) as usize {
-                                    gxr[iw * c..(iw + 1) * c].iter_mut().zip(gs).for_each(|(d, v)| *d += v * inv);
+                                for iw in w0.max(0) as usize
+                                    ..((w0 + g.kw as isize).min(g.w as isize)) as usize
+                                {
+                                    gxr[iw * c..(iw + 1) * c]
+                                        .iter_mut()
+                                        .zip(gs)
+                                        .for_each(|(d, v)| *d += v * inv);
                                 }
                             }
                         }
