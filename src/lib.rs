@@ -14,6 +14,9 @@
 //! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
 //! - [`notebook`]: plots and tables for the evcxr notebooks.
 
+// Typed tensors (`Tensor<(B, H, W, C), f32, D, T>`) make long signatures unavoidable.
+#![allow(clippy::type_complexity)]
+
 pub mod error;
 pub mod ops;
 

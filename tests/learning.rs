@@ -1,6 +1,8 @@
 //! A small conv net (the crate's own conv, batch norm, PSSiLU, pooling) learns a synthetic task:
 //! classify whether a noisy 8×8 single-channel image holds a horizontal or a vertical 3-pixel bar.
 
+#![allow(clippy::type_complexity)]
+
 use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use robust_paf::activations::{Activation, Pssilu};

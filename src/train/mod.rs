@@ -74,10 +74,13 @@ impl<M: Classifier<D>, D: Backend> PafSgd<M, D> {
     /// A new optimizer for `model` with `settings` (validated).
     pub fn new(model: &M, settings: SgdSettings) -> Result<Self, Error> {
         settings.validate()?;
-        let momentum = match (settings.momentum, settings.nesterov) {
-            (m, _) if m == 0.0 => None,
-            (m, true) => Some(Momentum::Nesterov(m)),
-            (m, false) => Some(Momentum::Classic(m)),
+        let m = settings.momentum;
+        let momentum = if m == 0.0 {
+            None
+        } else if settings.nesterov {
+            Some(Momentum::Nesterov(m))
+        } else {
+            Some(Momentum::Classic(m))
         };
         let weight_decay =
             (settings.weight_decay > 0.0).then_some(WeightDecay::L2(settings.weight_decay));

@@ -39,9 +39,9 @@ fn matmul(
     }
     // SAFETY: the callers pass slices at least as long as the strided views they describe
     // (checked below by the debug assertions); the three buffers are distinct allocations.
-    debug_assert!(dst.len() >= (m - 1) * dst_rs as usize + (n - 1) * dst_cs as usize + 1);
-    debug_assert!(k == 0 || lhs.len() >= (m - 1) * lhs_rs as usize + (k - 1) * lhs_cs as usize + 1);
-    debug_assert!(k == 0 || rhs.len() >= (k - 1) * rhs_rs as usize + (n - 1) * rhs_cs as usize + 1);
+    debug_assert!(dst.len() > (m - 1) * dst_rs as usize + (n - 1) * dst_cs as usize);
+    debug_assert!(k == 0 || lhs.len() > (m - 1) * lhs_rs as usize + (k - 1) * lhs_cs as usize);
+    debug_assert!(k == 0 || rhs.len() > (k - 1) * rhs_rs as usize + (n - 1) * rhs_cs as usize);
     unsafe {
         gemm::gemm(
             m,
