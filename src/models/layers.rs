@@ -18,7 +18,8 @@ use dfdx::shapes::{Const, ConstDim, Dim, Rank1, Rank4};
 use dfdx::tensor::{Tape, Tensor};
 
 use crate::ops::{
-    try_batch_norm2d_eval, try_conv2d, Backend, BatchStatistics, ConvOut, ConvOutput, Elem,
+    try_batch_norm2d_eval, try_conv2d, update_running_stats, Backend, BatchStatistics, ConvOut,
+    ConvOutput, Elem,
 };
 
 /// Training or evaluation behaviour of batch norm (and dropout), as PyTorch's `model.train()` /
@@ -379,19 +380,12 @@ impl<const C: usize, D: Backend> BatchNorm2d<C, D, Elem> {
     }
 
     fn update_running(&mut self, s: &BatchStatistics) {
-        let n = s.count as f64;
-        let unbias = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
-        let m = self.momentum;
-        let rm = self.running_mean.as_vec();
-        let rv = self.running_var.as_vec();
-        let new_rm: Vec<Elem> = (0..C)
-            .map(|c| ((1.0 - m) * rm[c] as f64 + m * s.mean[c]) as Elem)
-            .collect();
-        let new_rv: Vec<Elem> = (0..C)
-            .map(|c| ((1.0 - m) * rv[c] as f64 + m * s.var[c] * unbias) as Elem)
-            .collect();
-        self.running_mean.copy_from(&new_rm);
-        self.running_var.copy_from(&new_rv);
+        update_running_stats(
+            &mut self.running_mean,
+            &mut self.running_var,
+            s,
+            self.momentum,
+        );
     }
 }
 

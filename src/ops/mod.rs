@@ -34,7 +34,7 @@ mod pool;
 pub use conv::{conv2d, try_conv2d, ConvOutput};
 pub use norm::{
     batch_norm2d_eval, batch_norm2d_train, try_batch_norm2d_eval, try_batch_norm2d_train,
-    BatchStatistics, ChannelsLast,
+    update_running_stats, BatchStatistics, ChannelsLast,
 };
 pub use pool::{
     avg_pool2d, flatten, global_avg_pool2d, max_pool2d, try_avg_pool2d, try_flatten,

@@ -44,6 +44,18 @@ pub fn try_batch_norm2d_train<
 ) -> Result<ChannelsLast<B, H, W, C, D, T>, D::Err> {
     let (y, stats) = D::batch_norm_kernel(x, weight, bias, None, eps)?;
     let stats = stats.expect("training-mode batch norm returns its statistics");
+    update_running_stats(running_mean, running_var, &stats, momentum);
+    Ok(y)
+}
+
+/// PyTorch's running-statistics update from one batch: `r ← (1 − m)·r + m·s`, with the
+/// unbiased batch variance `σ²·n/(n − 1)` for `running_var`.
+pub fn update_running_stats<const C: usize, D: Backend>(
+    running_mean: &mut Tensor<Rank1<C>, Elem, D>,
+    running_var: &mut Tensor<Rank1<C>, Elem, D>,
+    stats: &BatchStatistics,
+    momentum: f64,
+) {
     let n = stats.count as f64;
     let unbias = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
     let rm = running_mean.as_vec();
@@ -56,7 +68,6 @@ pub fn try_batch_norm2d_train<
         .collect();
     running_mean.copy_from(&new_rm);
     running_var.copy_from(&new_rv);
-    Ok(y)
 }
 
 /// Infallible [`try_batch_norm2d_train`].
