@@ -2,8 +2,10 @@
 //! SGD) at B=32 and B=128, and of one PGD step (forward + input gradient, batch norm in eval
 //! mode) at B=128, with ReLU and with PSSiLU.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release --example bench_cpu [-- --quick]`
-//! Run `python3 ../shared/bench/pytorch_resnet18.py --device cpu` right after, on the same machine.
+//! `RAYON_NUM_THREADS=2 cargo run --release --example bench_cpu [-- --quick] [--batch 32,128]
+//! [--reps 3] [--act relu|pssilu]`
+//! Run `OMP_NUM_THREADS=2 python3 scripts/bench_torch_cpu.py` (the same measurements in PyTorch)
+//! right after, on the same machine.
 
 use std::time::Instant;
 
@@ -42,6 +44,21 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     )
 }
 
+/// With `ROBUST_PAF_PROFILE=1`: milliseconds per step spent in each op (then resets).
+fn print_profile(steps: usize) {
+    if !robust_paf::ops::profile::enabled() {
+        return;
+    }
+    for (name, secs, calls) in robust_paf::ops::profile::report() {
+        println!(
+            "    {name:24} {:8.1} ms/step  {:5} calls/step",
+            secs * 1e3 / steps as f64,
+            calls as usize / steps
+        );
+    }
+    robust_paf::ops::profile::reset();
+}
+
 fn bench<A: Activation<Dev>>(dev: &Dev, name: &str, batches: &[usize], reps: usize)
 where
     ResNet18<A, Dev>: BuildModule<Dev, f32>,
@@ -73,6 +90,7 @@ where
             s * 1e3,
             b as f64 / s
         );
+        print_profile(reps + 1);
     }
     let b = *batches.last().unwrap();
     let (x, y) = images(dev, b);
@@ -88,16 +106,39 @@ where
         s * 1e3,
         b as f64 / s
     );
+    print_profile(reps + 1);
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let dev = Dev::seed_from_u64(0);
     println!(
         "robust-paf CPU benchmark, {} rayon threads",
         rayon::current_num_threads()
     );
-    let (batches, reps): (&[usize], usize) = if quick { (&[8], 1) } else { (&[32, 128], 3) };
-    bench::<Relu<Dev>>(&dev, "ReLU", batches, reps);
-    bench::<Pssilu<Dev>>(&dev, "PSSiLU", batches, reps);
+    let (mut batches, mut reps): (Vec<usize>, usize) = if quick {
+        (vec![8], 1)
+    } else {
+        (vec![32, 128], 3)
+    };
+    if let Some(b) = value("--batch") {
+        batches = b.split(',').map(|s| s.parse().expect("--batch 32,128")).collect();
+    }
+    if let Some(r) = value("--reps") {
+        reps = r.parse().expect("--reps N");
+    }
+    let act = value("--act").unwrap_or_else(|| "all".into());
+    if act == "all" || act == "relu" {
+        bench::<Relu<Dev>>(&dev, "ReLU", &batches, reps);
+    }
+    if act == "all" || act == "pssilu" {
+        bench::<Pssilu<Dev>>(&dev, "PSSiLU", &batches, reps);
+    }
 }

@@ -21,6 +21,7 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use super::ActivationKind;
+use crate::ops::backward_loop;
 
 /// The float operations the activations need, implemented for `f32` and `f64`.
 pub(crate) trait Real:
@@ -342,6 +343,34 @@ impl crate::ops::ScalarFn for PafFn {
     #[inline]
     fn derivatives(&self, x: f32) -> (f32, [f32; 2]) {
         derivatives(self.kind, self.alpha, self.beta, x)
+    }
+    fn apply(&self, xs: &[f32], ys: &mut [f32]) {
+        let (a, b) = (self.alpha, self.beta);
+        // one loop per kind: `value` is inlined with a constant kind, the match folds away
+        macro_rules! per_kind {
+            ($($k:ident),*) => {
+                match self.kind {
+                    $(ActivationKind::$k => ys
+                        .iter_mut()
+                        .zip(xs)
+                        .for_each(|(y, &x)| *y = value(ActivationKind::$k, a, b, x)),)*
+                }
+            };
+        }
+        per_kind!(Relu, Elu, Softplus, Silu, Prelu, Pelu, Pprelu, Pblu, Psilu, Psoftplus, PssiluFixed, Pssilu)
+    }
+    fn backward(&self, xs: &[f32], g: &[f32], gx: &mut [f32], want: [bool; 2]) -> [f64; 2] {
+        let (a, b) = (self.alpha, self.beta);
+        macro_rules! per_kind {
+            ($($k:ident),*) => {
+                match self.kind {
+                    $(ActivationKind::$k => backward_loop(xs, g, gx, want, |x| {
+                        derivatives(ActivationKind::$k, a, b, x)
+                    }),)*
+                }
+            };
+        }
+        per_kind!(Relu, Elu, Softplus, Silu, Prelu, Pelu, Pprelu, Pblu, Psilu, Psoftplus, PssiluFixed, Pssilu)
     }
 }
 

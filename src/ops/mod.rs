@@ -21,10 +21,11 @@
 mod cpu;
 mod geometry;
 mod pointwise;
+pub mod profile;
 mod shapes;
 
 pub use geometry::{ConvGeometry, PoolGeometry};
-pub use pointwise::{pointwise, try_pointwise, ScalarFn};
+pub use pointwise::{backward_loop, pointwise, try_pointwise, ScalarFn};
 pub use shapes::{ConvOut, PoolOut};
 
 mod conv;

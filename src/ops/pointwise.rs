@@ -17,6 +17,48 @@ pub trait ScalarFn: Copy + Send + Sync + 'static {
     /// `(∂f/∂x, [∂f/∂p₀, ∂f/∂p₁])`, the parameter derivatives taken with respect to the raw
     /// (stored) parameters, reparameterisations such as `|α|` included.
     fn derivatives(&self, x: Elem) -> (Elem, [Elem; 2]);
+
+    /// `y[i] = f(x[i])` over a slice. Override to move any dispatch out of the loop, so that
+    /// the loop is specialised (and vectorised where `f` allows).
+    #[inline]
+    fn apply(&self, x: &[Elem], y: &mut [Elem]) {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = self.value(x));
+    }
+
+    /// `gx[i] += g[i] · ∂f/∂x(x[i])` over a slice; returns `Σ g[i] · ∂f/∂pⱼ(x[i])` for the
+    /// parameters with `want[j]` (0 for the others). Override like [`ScalarFn::apply`].
+    #[inline]
+    fn backward(&self, x: &[Elem], g: &[Elem], gx: &mut [Elem], want: [bool; 2]) -> [f64; 2] {
+        backward_loop(x, g, gx, want, |x| self.derivatives(x))
+    }
+}
+
+/// The loop behind [`ScalarFn::backward`], for implementations that specialise `derivatives`.
+#[inline(always)]
+pub fn backward_loop(
+    x: &[Elem],
+    g: &[Elem],
+    gx: &mut [Elem],
+    want: [bool; 2],
+    derivatives: impl Fn(Elem) -> (Elem, [Elem; 2]),
+) -> [f64; 2] {
+    if !want[0] && !want[1] {
+        for ((gx, &x), &g) in gx.iter_mut().zip(x).zip(g) {
+            *gx += g * derivatives(x).0;
+        }
+        return [0.0; 2];
+    }
+    let (mut s0, mut s1) = (0.0f64, 0.0f64);
+    for ((gx, &x), &g) in gx.iter_mut().zip(x).zip(g) {
+        let (dx, dp) = derivatives(x);
+        *gx += g * dx;
+        s0 += (g * dp[0]) as f64;
+        s1 += (g * dp[1]) as f64;
+    }
+    [
+        if want[0] { s0 } else { 0.0 },
+        if want[1] { s1 } else { 0.0 },
+    ]
 }
 
 /// Applies `f` element-wise. `params[i]` is the tensor that receives the gradient of parameter

@@ -1,6 +1,7 @@
-//! 2-D convolution on the CPU: NHWC input, OHWI weight, im2col + `gemm` over blocks of whole
-//! images (so the im2col block stays in cache), recomputing im2col in the backward pass instead
-//! of keeping it. 1×1 stride-1 convolutions skip im2col.
+//! 2-D convolution on the CPU: NHWC input, OHWI weight, im2col + `gemm`. The batch is split into
+//! one run of whole images per thread; each thread walks its run in im2col blocks that fit its
+//! L2 cache and calls a single-threaded gemm per block (see [`Blocking`]). im2col is recomputed in
+//! the backward pass instead of kept. 1×1 stride-1 convolutions skip im2col.
 
 use dfdx::shapes::{Rank1, Rank4, Shape};
 use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
@@ -10,16 +11,49 @@ use rayon::prelude::*;
 use super::{put_grad, read, take_grad, wrap};
 use crate::ops::{ConvGeometry, Elem};
 
-/// Target number of im2col rows per block.
-const BLOCK_ROWS: usize = 4096;
+/// Bytes of one im2col block: a block and its gemm operands stay in a core's L2 cache.
+const BLOCK_BYTES: usize = 1 << 20;
+/// Fewest rows per block (the gemm's `k` for the weight gradient; fewer makes the gemm write its
+/// `c_out × patch` destination too often).
+const MIN_BLOCK_ROWS: usize = 256;
 
-fn images_per_block(g: &ConvGeometry) -> usize {
-    (BLOCK_ROWS / (g.ho * g.wo)).clamp(1, g.batch.max(1))
+/// How a convolution is split into work: `tasks` contiguous runs of whole images, one per thread,
+/// each walked in blocks of at most `rows` im2col rows with a single-threaded gemm. Blocks never
+/// straddle tasks, and a task owns its images, so the input-gradient scatter needs no locking.
+/// With fewer images than threads the gemm itself runs multi-threaded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocking {
+    pub tasks: usize,
+    pub rows: usize,
+}
+
+impl Blocking {
+    pub(crate) fn for_geometry(g: &ConvGeometry) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        Blocking {
+            tasks: threads.min(g.batch).max(1),
+            rows: (BLOCK_BYTES / (4 * g.patch())).max(MIN_BLOCK_ROWS),
+        }
+    }
+    /// Image range of task `t`.
+    fn images(&self, g: &ConvGeometry, t: usize) -> std::ops::Range<usize> {
+        let (q, r) = (g.batch / self.tasks, g.batch % self.tasks);
+        let start = t * q + t.min(r);
+        start..start + q + usize::from(t < r)
+    }
+    fn parallelism(&self) -> Parallelism {
+        if self.tasks >= rayon::current_num_threads() {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(0)
+        }
+    }
 }
 
 /// `dst[m×n] = (read_dst ? dst : 0) + lhs[m×k] · rhs[k×n]`, every matrix given by (row, col) strides.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
+    par: Parallelism,
     m: usize,
     n: usize,
     k: usize,
@@ -37,11 +71,11 @@ fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the callers pass slices at least as long as the strided views they describe
-    // (checked below by the debug assertions); the three buffers are distinct allocations.
-    debug_assert!(dst.len() > (m - 1) * dst_rs as usize + (n - 1) * dst_cs as usize);
-    debug_assert!(k == 0 || lhs.len() > (m - 1) * lhs_rs as usize + (k - 1) * lhs_cs as usize);
-    debug_assert!(k == 0 || rhs.len() > (k - 1) * rhs_rs as usize + (n - 1) * rhs_cs as usize);
+    assert!(dst.len() > (m - 1) * dst_rs as usize + (n - 1) * dst_cs as usize);
+    assert!(k == 0 || lhs.len() > (m - 1) * lhs_rs as usize + (k - 1) * lhs_cs as usize);
+    assert!(k == 0 || rhs.len() > (k - 1) * rhs_rs as usize + (n - 1) * rhs_cs as usize);
+    // SAFETY: the assertions above keep every strided access inside its slice; the three
+    // buffers are distinct (`dst` is borrowed mutably).
     unsafe {
         gemm::gemm(
             m,
@@ -62,75 +96,78 @@ fn matmul(
             false,
             false,
             false,
-            Parallelism::Rayon(0),
+            par,
         )
     }
 }
 
-/// Fills `col` (rows = output pixels of images `b0..b0+nb`, columns = (kh, kw, c_in)).
-fn im2col(g: &ConvGeometry, x: &[Elem], b0: usize, nb: usize, col: &mut [Elem]) {
+/// Fills `col` with the im2col rows `r0..r0 + n` (rows = output pixels over the whole batch,
+/// columns = (kh, kw, c_in)). Each kernel row is one contiguous run of input pixels in NHWC.
+fn im2col(g: &ConvGeometry, x: &[Elem], r0: usize, n: usize, col: &mut [Elem]) {
     let (p, ci, k) = (g.patch(), g.c_in, g.k);
-    col[..nb * g.ho * g.wo * p]
-        .par_chunks_mut(p * g.wo)
-        .enumerate()
-        .for_each(|(r, row_block)| {
-            let b = b0 + r / g.ho;
-            let oh = r % g.ho;
-            for ow in 0..g.wo {
-                let dst = &mut row_block[ow * p..(ow + 1) * p];
-                for kh in 0..k {
-                    let ih = (oh * g.stride + kh) as isize - g.pad as isize;
-                    for kw in 0..k {
-                        let iw = (ow * g.stride + kw) as isize - g.pad as isize;
-                        let d = &mut dst[(kh * k + kw) * ci..(kh * k + kw + 1) * ci];
-                        if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
-                            d.fill(0.0);
-                        } else {
-                            let s = ((b * g.h + ih as usize) * g.w + iw as usize) * ci;
-                            d.copy_from_slice(&x[s..s + ci]);
-                        }
-                    }
-                }
+    for (i, dst) in col[..n * p].chunks_exact_mut(p).enumerate() {
+        let r = r0 + i;
+        let (b, oh, ow) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+        let w0 = (ow * g.stride) as isize - g.pad as isize;
+        // valid kw range: 0 <= w0 + kw < w
+        let kw_lo = (-w0).max(0) as usize;
+        let kw_hi = ((g.w as isize - w0).min(k as isize)).max(kw_lo as isize) as usize;
+        for kh in 0..k {
+            let ih = (oh * g.stride + kh) as isize - g.pad as isize;
+            let d = &mut dst[kh * k * ci..(kh + 1) * k * ci];
+            if ih < 0 || ih >= g.h as isize || kw_lo >= kw_hi {
+                d.fill(0.0);
+                continue;
             }
-        });
+            d[..kw_lo * ci].fill(0.0);
+            d[kw_hi * ci..].fill(0.0);
+            let s = ((b * g.h + ih as usize) * g.w) as isize + w0 + kw_lo as isize;
+            let s = s as usize * ci;
+            d[kw_lo * ci..kw_hi * ci].copy_from_slice(&x[s..s + (kw_hi - kw_lo) * ci]);
+        }
+    }
 }
 
-/// Adds the column gradients of images `b0..b0+nb` back onto their input pixels. Written as a
-/// gather over input rows (each task owns one input row), so no two tasks touch the same memory.
-fn col2im_add(g: &ConvGeometry, dcol: &[Elem], b0: usize, nb: usize, gx: &mut [Elem]) {
-    let (p, ci, k, s, pad) = (g.patch(), g.c_in, g.k, g.stride, g.pad);
-    let row_len = g.w * ci;
-    gx[b0 * g.h * row_len..(b0 + nb) * g.h * row_len]
-        .par_chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(r, gx_row)| {
-            let bl = r / g.h;
-            let ih = r % g.h;
-            for kh in 0..k {
-                // output rows oh with oh*s - pad + kh == ih
-                let t = ih + pad;
-                if t < kh || (t - kh) % s != 0 {
-                    continue;
-                }
-                let oh = (t - kh) / s;
-                if oh >= g.ho {
-                    continue;
-                }
-                for ow in 0..g.wo {
-                    for kw in 0..k {
-                        let iw = (ow * s + kw) as isize - pad as isize;
-                        if iw < 0 || iw >= g.w as isize {
-                            continue;
-                        }
-                        let src = ((bl * g.ho + oh) * g.wo + ow) * p + (kh * k + kw) * ci;
-                        let dst = &mut gx_row[iw as usize * ci..(iw as usize + 1) * ci];
-                        for (d, v) in dst.iter_mut().zip(&dcol[src..src + ci]) {
-                            *d += v;
-                        }
-                    }
-                }
+/// Adds the column gradients of im2col rows `r0..r0 + n` onto their input pixels in `gx`, which
+/// starts at image `b_first` of the batch.
+fn col2im_add(
+    g: &ConvGeometry,
+    dcol: &[Elem],
+    r0: usize,
+    n: usize,
+    gx: &mut [Elem],
+    b_first: usize,
+) {
+    let (p, ci, k) = (g.patch(), g.c_in, g.k);
+    for (i, src) in dcol[..n * p].chunks_exact(p).enumerate() {
+        let r = r0 + i;
+        let (b, oh, ow) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+        let w0 = (ow * g.stride) as isize - g.pad as isize;
+        let kw_lo = (-w0).max(0) as usize;
+        let kw_hi = ((g.w as isize - w0).min(k as isize)).max(kw_lo as isize) as usize;
+        if kw_lo >= kw_hi {
+            continue;
+        }
+        for kh in 0..k {
+            let ih = (oh * g.stride + kh) as isize - g.pad as isize;
+            if ih < 0 || ih >= g.h as isize {
+                continue;
             }
-        });
+            let d = (((b - b_first) * g.h + ih as usize) * g.w) as isize + w0 + kw_lo as isize;
+            let d = d as usize * ci;
+            let len = (kw_hi - kw_lo) * ci;
+            let s = kh * k * ci + kw_lo * ci;
+            gx[d..d + len]
+                .iter_mut()
+                .zip(&src[s..s + len])
+                .for_each(|(a, v)| *a += v);
+        }
+    }
+}
+
+/// A vector of `n` elements for a convolution's output.
+fn output_buffer(n: usize) -> Vec<Elem> {
+    vec![0.0; n]
 }
 
 /// `y = conv(x, w) + b` (forward, no tape).
@@ -141,50 +178,61 @@ pub(crate) fn conv_forward(
     b: Option<&[Elem]>,
     y: &mut [Elem],
 ) {
+    conv_forward_blocked(g, Blocking::for_geometry(g), x, w, b, y)
+}
+
+pub(crate) fn conv_forward_blocked(
+    g: &ConvGeometry,
+    blk: Blocking,
+    x: &[Elem],
+    w: &[Elem],
+    b: Option<&[Elem]>,
+    y: &mut [Elem],
+) {
     let (p, co) = (g.patch(), g.c_out);
     let per_img = g.ho * g.wo;
-    let ipb = images_per_block(g);
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0.0; ipb * per_img * p]
-    };
-    let mut b0 = 0;
-    while b0 < g.batch {
-        let nb = ipb.min(g.batch - b0);
-        let rows = nb * per_img;
-        let lhs: &[Elem] = if g.is_pointwise() {
-            &x[b0 * per_img * p..(b0 + nb) * per_img * p]
+    let par = blk.parallelism();
+    let pointwise = g.is_pointwise();
+    // split y into the tasks' image ranges
+    let mut chunks: Vec<(usize, &mut [Elem])> = Vec::with_capacity(blk.tasks);
+    let mut rest = y;
+    for t in 0..blk.tasks {
+        let imgs = blk.images(g, t);
+        let (head, tail) = rest.split_at_mut(imgs.len() * per_img * co);
+        chunks.push((imgs.start, head));
+        rest = tail;
+    }
+    chunks.into_par_iter().for_each(|(b_first, y_task)| {
+        let task_rows = y_task.len() / co;
+        let r_first = b_first * per_img;
+        let mut col = if pointwise {
+            Vec::new()
         } else {
-            im2col(g, x, b0, nb, &mut col);
-            &col[..rows * p]
+            vec![0.0; blk.rows.min(task_rows) * p]
         };
-        let dst = &mut y[b0 * per_img * co..(b0 + nb) * per_img * co];
-        // y[rows×co] = col[rows×p] · wᵀ, w stored [co×p]
-        matmul(
-            rows,
-            co,
-            p,
-            dst,
-            co as isize,
-            1,
-            false,
-            lhs,
-            p as isize,
-            1,
-            w,
-            1,
-            p as isize,
-        );
-        b0 += nb;
-    }
-    if let Some(b) = b {
-        y.par_chunks_mut(co * 256).for_each(|ch| {
-            for row in ch.chunks_mut(co) {
-                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        let mut done = 0;
+        while done < task_rows {
+            let n = blk.rows.min(task_rows - done);
+            let r0 = r_first + done;
+            let lhs: &[Elem] = if pointwise {
+                &x[r0 * p..(r0 + n) * p]
+            } else {
+                im2col(g, x, r0, n, &mut col);
+                &col[..n * p]
+            };
+            let dst = &mut y_task[done * co..(done + n) * co];
+            // y[n×co] = col[n×p] · wᵀ, w stored [co×p]
+            matmul(
+                par, n, co, p, dst, co as isize, 1, false, lhs, p as isize, 1, w, 1, p as isize,
+            );
+            if let Some(b) = b {
+                for row in dst.chunks_exact_mut(co) {
+                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
             }
-        });
-    }
+            done += n;
+        }
+    });
 }
 
 /// Accumulates the input, weight and bias gradients of a convolution.
@@ -198,110 +246,146 @@ pub(crate) fn conv_backward(
     gw: Option<&mut [Elem]>,
     gb: Option<&mut [Elem]>,
 ) {
+    conv_backward_blocked(g, Blocking::for_geometry(g), x, w, gy, gx, gw, gb)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward_blocked(
+    g: &ConvGeometry,
+    blk: Blocking,
+    x: &[Elem],
+    w: &[Elem],
+    gy: &[Elem],
+    gx: Option<&mut [Elem]>,
+    gw: Option<&mut [Elem]>,
+    gb: Option<&mut [Elem]>,
+) {
     let (p, co) = (g.patch(), g.c_out);
     let per_img = g.ho * g.wo;
-    let ipb = images_per_block(g);
+    let in_img = g.h * g.w * g.c_in;
+    let par = blk.parallelism();
     let pointwise = g.is_pointwise();
-    let mut col = if pointwise || gw.is_none() {
-        Vec::new()
-    } else {
-        vec![0.0; ipb * per_img * p]
-    };
-    let mut dcol = if pointwise || gx.is_none() {
-        Vec::new()
-    } else {
-        vec![0.0; ipb * per_img * p]
-    };
-    let mut gx = gx;
-    let mut gw = gw;
-    let mut b0 = 0;
-    while b0 < g.batch {
-        let nb = ipb.min(g.batch - b0);
-        let rows = nb * per_img;
-        let gy_blk = &gy[b0 * per_img * co..(b0 + nb) * per_img * co];
-        if let Some(gw) = gw.as_deref_mut() {
-            let lhs: &[Elem] = if pointwise {
-                &x[b0 * per_img * p..(b0 + nb) * per_img * p]
-            } else {
-                im2col(g, x, b0, nb, &mut col);
-                &col[..rows * p]
-            };
-            // gw[co×p] += gyᵀ[co×rows] · col[rows×p]
-            matmul(
-                co,
-                p,
-                rows,
-                gw,
-                p as isize,
-                1,
-                true,
-                gy_blk,
-                1,
-                co as isize,
-                lhs,
-                p as isize,
-                1,
-            );
-        }
-        if let Some(gx) = gx.as_deref_mut() {
-            if pointwise {
-                let dst = &mut gx[b0 * per_img * p..(b0 + nb) * per_img * p];
-                // gx[rows×p] += gy[rows×co] · w[co×p]
-                matmul(
-                    rows,
-                    p,
-                    co,
-                    dst,
-                    p as isize,
-                    1,
-                    true,
-                    gy_blk,
-                    co as isize,
-                    1,
-                    w,
-                    p as isize,
-                    1,
-                );
-            } else {
-                let d = &mut dcol[..rows * p];
-                matmul(
-                    rows,
-                    p,
-                    co,
-                    d,
-                    p as isize,
-                    1,
-                    false,
-                    gy_blk,
-                    co as isize,
-                    1,
-                    w,
-                    p as isize,
-                    1,
-                );
-                col2im_add(g, d, b0, nb, gx);
+    let want_gw = gw.is_some();
+    let want_gb = gb.is_some();
+    // each task: (first image, number of images, its slice of gx or nothing)
+    let mut tasks: Vec<(usize, usize, Option<&mut [Elem]>)> = Vec::with_capacity(blk.tasks);
+    let mut rest = gx;
+    for t in 0..blk.tasks {
+        let imgs = blk.images(g, t);
+        let part = match rest.take() {
+            Some(r) => {
+                let (head, tail) = r.split_at_mut(imgs.len() * in_img);
+                rest = Some(tail);
+                Some(head)
             }
-        }
-        b0 += nb;
+            None => None,
+        };
+        tasks.push((imgs.start, imgs.len(), part));
+    }
+    // per task: its share of the weight and bias gradients
+    let partial: Vec<(Vec<Elem>, Vec<f64>)> = tasks
+        .into_par_iter()
+        .map(|(b_first, nimg, mut gx_task)| {
+            let task_rows = nimg * per_img;
+            let r_first = b_first * per_img;
+            let blk_rows = blk.rows.min(task_rows.max(1));
+            let mut gw_task = if want_gw { vec![0.0; co * p] } else { Vec::new() };
+            let mut gb_task = if want_gb { vec![0.0f64; co] } else { Vec::new() };
+            let mut col = if pointwise || !want_gw {
+                Vec::new()
+            } else {
+                vec![0.0; blk_rows * p]
+            };
+            let mut dcol = if pointwise || gx_task.is_none() {
+                Vec::new()
+            } else {
+                vec![0.0; blk_rows * p]
+            };
+            let mut done = 0;
+            while done < task_rows {
+                let n = blk_rows.min(task_rows - done);
+                let r0 = r_first + done;
+                let gy_blk = &gy[r0 * co..(r0 + n) * co];
+                if want_gw {
+                    let lhs: &[Elem] = if pointwise {
+                        &x[r0 * p..(r0 + n) * p]
+                    } else {
+                        im2col(g, x, r0, n, &mut col);
+                        &col[..n * p]
+                    };
+                    // gw[co×p] += gyᵀ[co×n] · col[n×p]
+                    matmul(
+                        par,
+                        co,
+                        p,
+                        n,
+                        &mut gw_task,
+                        p as isize,
+                        1,
+                        done > 0,
+                        gy_blk,
+                        1,
+                        co as isize,
+                        lhs,
+                        p as isize,
+                        1,
+                    );
+                }
+                if want_gb {
+                    for row in gy_blk.chunks_exact(co) {
+                        gb_task
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(s, v)| *s += *v as f64);
+                    }
+                }
+                if let Some(gx_task) = gx_task.as_deref_mut() {
+                    if pointwise {
+                        let l0 = done * p;
+                        // gx[n×p] += gy[n×co] · w[co×p]
+                        matmul(
+                            par,
+                            n,
+                            p,
+                            co,
+                            &mut gx_task[l0..l0 + n * p],
+                            p as isize,
+                            1,
+                            true,
+                            gy_blk,
+                            co as isize,
+                            1,
+                            w,
+                            p as isize,
+                            1,
+                        );
+                    } else {
+                        let d = &mut dcol[..n * p];
+                        matmul(
+                            par, n, p, co, d, p as isize, 1, false, gy_blk, co as isize, 1, w,
+                            p as isize, 1,
+                        );
+                        col2im_add(g, d, r0, n, gx_task, b_first);
+                    }
+                }
+                done += n;
+            }
+            (gw_task, gb_task)
+        })
+        .collect();
+    if let Some(gw) = gw {
+        let parts: Vec<&[Elem]> = partial.iter().map(|(w, _)| w.as_slice()).collect();
+        gw.par_chunks_mut(4096).enumerate().for_each(|(i, dst)| {
+            for part in &parts {
+                let src = &part[i * 4096..i * 4096 + dst.len()];
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            }
+        });
     }
     if let Some(gb) = gb {
-        let sums = gy
-            .par_chunks(co * 256)
-            .map(|ch| {
-                let mut s = vec![0.0f64; co];
-                for row in ch.chunks(co) {
-                    s.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
-                }
-                s
-            })
-            .reduce(
-                || vec![0.0f64; co],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
-        gb.iter_mut().zip(sums).for_each(|(g, s)| *g += s as Elem);
+        for (_, part) in &partial {
+            gb.iter_mut().zip(part).for_each(|(g, s)| *g += *s as Elem);
+        }
     }
 }
 
@@ -315,11 +399,12 @@ pub(super) fn forward<Si: Shape, So: Shape, const CO: usize, const K: usize, con
 where
     T: Tape<Elem, Cpu>,
 {
+    let _t = crate::ops::profile::scope("conv fwd");
     let (x, mut tape) = x.split_tape();
     let xs = read(&x);
     let ws = read(w);
     let bs = b.map(read);
-    let mut ys = vec![0.0; g.rows() * CO];
+    let mut ys = output_buffer(g.rows() * CO);
     conv_forward(&g, &xs, &ws, bs.as_deref(), &mut ys);
     let y = wrap(x.device(), ys, out_shape)?;
     if T::OWNS_TAPE {
@@ -327,6 +412,7 @@ where
         let w = w.clone();
         let b = b.cloned();
         tape.add_backward_op(move |grads| {
+            let _t = crate::ops::profile::scope("conv bwd");
             let gy = take_grad(grads, &y_ghost)?;
             let mut gw = take_grad(grads, &w)?;
             let mut gb = match &b {

@@ -2,6 +2,7 @@
 //! API (`split_tape`, `Tape::add_backward_op`, `Gradients::get_or_alloc_mut`), multi-threaded with
 //! rayon, convolutions as im2col + `gemm` on row blocks that stay in cache.
 
+mod alloc;
 mod conv;
 mod norm;
 mod pointwise;
@@ -16,6 +17,7 @@ use super::Elem;
 /// Copies a tensor's values out (a `memcpy`). The crate's ops read contiguous tensors, as every
 /// dfdx op and constructor makes them (not `broadcast`/`permute` views).
 pub(crate) fn read<S: Shape, T>(t: &Tensor<S, Elem, Cpu, T>) -> Vec<Elem> {
+    let _t = crate::ops::profile::scope("  read (copy_into)");
     let mut v = vec![0.0; t.shape().num_elements()];
     t.copy_into(&mut v);
     v
@@ -36,6 +38,7 @@ pub(crate) fn take_grad<S: Shape>(
     grads: &mut Gradients<Elem, Cpu>,
     t: &Tensor<S, Elem, Cpu>,
 ) -> Result<Vec<Elem>, <Cpu as dfdx::tensor::HasErr>::Err> {
+    let _t = crate::ops::profile::scope("  take_grad");
     let v: &mut Vec<Elem> = grads.get_or_alloc_mut(t)?;
     Ok(std::mem::take(v))
 }
@@ -64,6 +67,7 @@ impl crate::ops::Backend for Cpu {
     where
         T: dfdx::tensor::Tape<Elem, Self>,
     {
+        alloc::tune_once();
         conv::forward(x, w, b, out_shape, g)
     }
 
@@ -86,6 +90,7 @@ impl crate::ops::Backend for Cpu {
     where
         T: dfdx::tensor::Tape<Elem, Self>,
     {
+        alloc::tune_once();
         norm::forward(x, weight, bias, running, eps)
     }
 
@@ -98,6 +103,7 @@ impl crate::ops::Backend for Cpu {
     where
         T: dfdx::tensor::Tape<Elem, Self>,
     {
+        alloc::tune_once();
         pool::forward(x, out_shape, g, max)
     }
 
@@ -109,6 +115,7 @@ impl crate::ops::Backend for Cpu {
     where
         T: dfdx::tensor::Tape<Elem, Self>,
     {
+        alloc::tune_once();
         pointwise::forward(x, f, params)
     }
 }

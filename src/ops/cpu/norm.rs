@@ -42,6 +42,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
     running: Option<(&Tensor<Rank1<C>, Elem, Cpu>, &Tensor<Rank1<C>, Elem, Cpu>)>,
     eps: f64,
 ) -> Result<(Tensor<S, Elem, Cpu, T>, Option<BatchStatistics>), CpuError> {
+    let _t = crate::ops::profile::scope("bn fwd");
     let (x, mut tape) = x.split_tape();
     let xs = read(&x);
     let n = xs.len() / C;
@@ -100,6 +101,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
         let (weight, bias) = (weight.clone(), bias.clone());
         let training = running.is_none();
         tape.add_backward_op(move |grads| {
+            let _t = crate::ops::profile::scope("bn bwd");
             let gy = take_grad(grads, &y_ghost)?;
             let mf: Vec<Elem> = mean.iter().map(|&m| m as Elem).collect();
             let sf: Vec<Elem> = invstd.iter().map(|&s| s as Elem).collect();

@@ -13,39 +13,28 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
     f: F,
     params: [Option<&Tensor<Rank1<1>, Elem, Cpu>>; 2],
 ) -> Result<Tensor<S, Elem, Cpu, T>, dfdx::tensor::CpuError> {
+    let _t = crate::ops::profile::scope("act fwd");
     let (x, mut tape) = x.split_tape();
     let xs = read(&x);
     let mut ys = vec![0.0; xs.len()];
     ys.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f.value(x)));
+        .for_each(|(y, x)| f.apply(x, y));
     let y = wrap(x.device(), ys, *x.shape())?;
     if T::OWNS_TAPE {
         let y_ghost = y.clone();
         let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
             [params[0].cloned(), params[1].cloned()];
         tape.add_backward_op(move |grads| {
+            let _t = crate::ops::profile::scope("act bwd");
             let gy = take_grad(grads, &y_ghost)?;
             let want = [params[0].is_some(), params[1].is_some()];
             let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
-            let (p0, p1) = gx
+            let [p0, p1] = gx
                 .par_chunks_mut(CHUNK)
                 .zip(xs.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK)))
-                .map(|(gx, (x, gy))| {
-                    let (mut s0, mut s1) = (0.0f64, 0.0f64);
-                    for ((gx, &x), &g) in gx.iter_mut().zip(x).zip(gy) {
-                        let (dx, dp) = f.derivatives(x);
-                        *gx += g * dx;
-                        if want[0] {
-                            s0 += (g * dp[0]) as f64;
-                        }
-                        if want[1] {
-                            s1 += (g * dp[1]) as f64;
-                        }
-                    }
-                    (s0, s1)
-                })
-                .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                .map(|(gx, (x, gy))| f.backward(x, gy, gx, want))
+                .reduce(|| [0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]]);
             for (p, s) in params.iter().zip([p0, p1]) {
                 if let Some(p) = p {
                     let gp: &mut Vec<Elem> = grads.get_or_alloc_mut(p)?;

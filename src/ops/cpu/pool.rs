@@ -14,6 +14,7 @@ pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
     g: PoolGeometry,
     max: bool,
 ) -> Result<Tensor<So, Elem, Cpu, T>, CpuError> {
+    let _t = crate::ops::profile::scope("pool fwd");
     let (x, mut tape) = x.split_tape();
     let xs = read(&x);
     let c = g.c;
@@ -75,6 +76,7 @@ pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
         let y_ghost = y.clone();
         drop(xs);
         tape.add_backward_op(move |grads| {
+            let _t = crate::ops::profile::scope("pool bwd");
             let gy = take_grad(grads, &y_ghost)?;
             {
                 let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
