@@ -440,3 +440,128 @@ where
     }
     Ok(y.put_tape(tape))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The blocked kernels against a direct f64 convolution, for every way of cutting the work
+    //! (tasks × block rows), including blocks that end inside an image and single-row blocks.
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn reference(g: &ConvGeometry, x: &[Elem], w: &[Elem], gy: &[Elem]) -> [Vec<f64>; 4] {
+        let (ci, co, k) = (g.c_in, g.c_out, g.k);
+        let mut y = vec![0.0; g.rows() * co];
+        let mut gx = vec![0.0; x.len()];
+        let mut gw = vec![0.0; w.len()];
+        let mut gb = vec![0.0; co];
+        for b in 0..g.batch {
+            for oh in 0..g.ho {
+                for ow in 0..g.wo {
+                    let r = (b * g.ho + oh) * g.wo + ow;
+                    for o in 0..co {
+                        gb[o] += gy[r * co + o] as f64;
+                    }
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let ih = (oh * g.stride + kh) as isize - g.pad as isize;
+                            let iw = (ow * g.stride + kw) as isize - g.pad as isize;
+                            if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                continue;
+                            }
+                            let xi = ((b * g.h + ih as usize) * g.w + iw as usize) * ci;
+                            for o in 0..co {
+                                let wi = ((o * k + kh) * k + kw) * ci;
+                                let go = gy[r * co + o] as f64;
+                                for c in 0..ci {
+                                    y[r * co + o] += x[xi + c] as f64 * w[wi + c] as f64;
+                                    gx[xi + c] += go * w[wi + c] as f64;
+                                    gw[wi + c] += go * x[xi + c] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, gx, gw, gb]
+    }
+
+    fn close(name: &str, got: &[Elem], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{name}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_blocking_matches_the_direct_convolution() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // (batch, h, w, c_in, c_out, k, stride, pad)
+        let cases = [
+            (5, 6, 5, 3, 4, 3, 1, 1),
+            (4, 7, 7, 2, 3, 3, 2, 1),
+            (3, 8, 8, 4, 2, 3, 2, 1),
+            (3, 5, 5, 3, 5, 1, 1, 0),
+            (4, 6, 6, 3, 2, 1, 2, 0),
+            (2, 9, 9, 3, 4, 7, 2, 3),
+        ];
+        for (batch, h, w, ci, co, k, stride, pad) in cases {
+            let g = ConvGeometry {
+                batch,
+                h,
+                w,
+                c_in: ci,
+                ho: ConvGeometry::out_size(h, k, stride, pad),
+                wo: ConvGeometry::out_size(w, k, stride, pad),
+                c_out: co,
+                k,
+                stride,
+                pad,
+            };
+            let x: Vec<Elem> = (0..batch * h * w * ci).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<Elem> = (0..co * k * k * ci).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let bias: Vec<Elem> = (0..co).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let gy: Vec<Elem> = (0..g.rows() * co).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let [y_ref, gx_ref, gw_ref, gb_ref] = reference(&g, &x, &wt, &gy);
+            for tasks in 1..=batch.min(3) {
+                for rows in [1, 7, g.ho * g.wo + 1, 100_000] {
+                    let blk = Blocking { tasks, rows };
+                    let what = format!("{g:?} {blk:?}");
+                    let mut y = vec![0.0; g.rows() * co];
+                    conv_forward_blocked(&g, blk, &x, &wt, Some(&bias), &mut y);
+                    let y_want: Vec<f64> = y_ref
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v + bias[i % co] as f64)
+                        .collect();
+                    close(&format!("y {what}"), &y, &y_want);
+                    // gradients accumulate onto what is already there (start from 1)
+                    let mut gx = vec![1.0; x.len()];
+                    let mut gw = vec![1.0; wt.len()];
+                    let mut gb = vec![1.0; co];
+                    conv_backward_blocked(
+                        &g,
+                        blk,
+                        &x,
+                        &wt,
+                        &gy,
+                        Some(&mut gx),
+                        Some(&mut gw),
+                        Some(&mut gb),
+                    );
+                    let plus1 = |v: &[f64]| v.iter().map(|v| v + 1.0).collect::<Vec<_>>();
+                    close(&format!("gx {what}"), &gx, &plus1(&gx_ref));
+                    close(&format!("gw {what}"), &gw, &plus1(&gw_ref));
+                    close(&format!("gb {what}"), &gb, &plus1(&gb_ref));
+                    // input gradient only (as in an attack)
+                    let mut gx2 = vec![0.0; x.len()];
+                    conv_backward_blocked(&g, blk, &x, &wt, &gy, Some(&mut gx2), None, None);
+                    close(&format!("gx only {what}"), &gx2, &gx_ref);
+                }
+            }
+        }
+    }
+}
