@@ -129,7 +129,10 @@ fn main() {
         (vec![32, 128], 3)
     };
     if let Some(b) = value("--batch") {
-        batches = b.split(',').map(|s| s.parse().expect("--batch 32,128")).collect();
+        batches = b
+            .split(',')
+            .map(|s| s.parse().expect("--batch 32,128"))
+            .collect();
     }
     if let Some(r) = value("--reps") {
         reps = r.parse().expect("--reps N");

@@ -1240,3 +1240,112 @@ fn well_shaped_layers_compile_and_chain() {
         conv2d::<1, 1, _, _, _, 3, 64, 3, _, _>(x, &conv.weight, Some(&conv_b.bias)).as_vec();
     assert_eq!(y, expected);
 }
+
+// =============================================================================================
+// Batch norm + residual + activation fused into one op
+
+/// The fused op `f(bn(x) + r)` (what every ResNet block runs) gives the values and every
+/// gradient (x, the residual, γ, β and the activation's α, β) of batch norm, `+`, activation
+/// run as separate ops, in both modes, with and without the residual, for ReLU and for PSSiLU
+/// with non-trivial parameters (α = 1.3, β = 0.2, so both parameter gradients are non-zero).
+#[test]
+fn fused_batch_norm_activation_matches_the_separate_ops() {
+    use robust_paf::activations::{Activation, Pssilu, Relu};
+    use robust_paf::ops::try_batch_norm2d_act;
+    const B: usize = 3;
+    const H: usize = 5;
+    const W: usize = 4;
+    const C: usize = 6;
+    let n = B * H * W * C;
+    let mut r = rng(91);
+    let xv = uniform(&mut r, n, -2.0, 3.0);
+    let resv = uniform(&mut r, n, -1.0, 1.0);
+    let gamma = uniform(&mut r, C, 0.5, 1.5);
+    let beta = uniform(&mut r, C, -0.5, 0.5);
+    let rmean = uniform(&mut r, C, -0.3, 0.3);
+    let rvar = uniform(&mut r, C, 0.5, 2.0);
+    let upstream = uniform(&mut r, n, -1.0, 1.0);
+
+    fn run<A: Activation<Cpu>>(
+        act: &A,
+        fused: bool,
+        train: bool,
+        with_res: bool,
+        data: [&[f32]; 7],
+    ) -> Vec<Vec<f32>> {
+        let [xv, resv, gamma, beta, rmean, rvar, upstream] = data;
+        let x = nhwc::<B, H, W, C>(xv);
+        let res = nhwc::<B, H, W, C>(resv);
+        let (g, b) = (vector::<C>(gamma), vector::<C>(beta));
+        let (mut rm, mut rv) = (vector::<C>(rmean), vector::<C>(rvar));
+        let xt = x.leaky_trace();
+        let rt = with_res.then(|| res.clone().leaky_trace());
+        let y = if fused {
+            let (f, params) = act.pointwise_fn();
+            let running = (!train).then_some((&rm, &rv));
+            try_batch_norm2d_act(xt, rt, &g, &b, running, EPS, f, params)
+                .unwrap()
+                .0
+        } else {
+            let z = if train {
+                try_batch_norm2d_train(xt, &g, &b, &mut rm, &mut rv, EPS, MOMENTUM).unwrap()
+            } else {
+                try_batch_norm2d_eval(xt, &g, &b, &rm, &rv, EPS).unwrap()
+            };
+            let z = match rt {
+                Some(rt) => z + rt,
+                None => z,
+            };
+            act.try_forward(z).unwrap()
+        };
+        let (values, grads) = weighted_backward!(y, upstream);
+        let mut out = vec![values, grads.get(&x).as_vec(), grads.get(&g).as_vec()];
+        out.push(grads.get(&b).as_vec());
+        if with_res {
+            out.push(grads.get(&res).as_vec());
+        }
+        if let (_, [Some(alpha), Some(beta)]) = act.pointwise_fn() {
+            out.push(grads.get(alpha).as_vec());
+            out.push(grads.get(beta).as_vec());
+        }
+        out
+    }
+
+    let mut pssilu = Pssilu::<Cpu>::new(&dev());
+    pssilu.set_parameter("alpha", 1.3).unwrap();
+    pssilu.set_parameter("beta", 0.2).unwrap();
+    let relu = Relu::<Cpu>::new(&dev());
+    let data = [
+        &xv[..],
+        &resv[..],
+        &gamma[..],
+        &beta[..],
+        &rmean[..],
+        &rvar[..],
+        &upstream[..],
+    ];
+    for train in [true, false] {
+        for with_res in [false, true] {
+            let cases = [
+                (
+                    "ReLU",
+                    run(&relu, true, train, with_res, data),
+                    run(&relu, false, train, with_res, data),
+                ),
+                (
+                    "PSSiLU",
+                    run(&pssilu, true, train, with_res, data),
+                    run(&pssilu, false, train, with_res, data),
+                ),
+            ];
+            for (name, fused, separate) in cases {
+                assert_eq!(fused.len(), separate.len());
+                for (i, (f, s)) in fused.iter().zip(&separate).enumerate() {
+                    assert!(f.iter().any(|v| *v != 0.0), "{name} output {i} is all zero");
+                    let what = format!("{name} train={train} residual={with_res} output {i}");
+                    assert_close(&what, f, &to_f64(s), 1e-5, 1e-5);
+                }
+            }
+        }
+    }
+}

@@ -357,7 +357,20 @@ impl crate::ops::ScalarFn for PafFn {
                 }
             };
         }
-        per_kind!(Relu, Elu, Softplus, Silu, Prelu, Pelu, Pprelu, Pblu, Psilu, Psoftplus, PssiluFixed, Pssilu)
+        per_kind!(
+            Relu,
+            Elu,
+            Softplus,
+            Silu,
+            Prelu,
+            Pelu,
+            Pprelu,
+            Pblu,
+            Psilu,
+            Psoftplus,
+            PssiluFixed,
+            Pssilu
+        )
     }
     fn backward(&self, xs: &[f32], g: &[f32], gx: &mut [f32], want: [bool; 2]) -> [f64; 2] {
         let (a, b) = (self.alpha, self.beta);
@@ -370,7 +383,20 @@ impl crate::ops::ScalarFn for PafFn {
                 }
             };
         }
-        per_kind!(Relu, Elu, Softplus, Silu, Prelu, Pelu, Pprelu, Pblu, Psilu, Psoftplus, PssiluFixed, Pssilu)
+        per_kind!(
+            Relu,
+            Elu,
+            Softplus,
+            Silu,
+            Prelu,
+            Pelu,
+            Pprelu,
+            Pblu,
+            Psilu,
+            Psoftplus,
+            PssiluFixed,
+            Pssilu
+        )
     }
 }
 

@@ -36,7 +36,7 @@ pub mod prelude {
 }
 
 use dfdx::nn::TensorCollection;
-use dfdx::shapes::Shape;
+use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Tape, Tensor};
 
 use crate::ops::{Backend, Elem};
@@ -184,6 +184,12 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
         &self,
         x: Tensor<S, Elem, D, T>,
     ) -> Result<Tensor<S, Elem, D, T>, D::Err>;
+
+    /// The element-wise function with the current parameters bound, and the parameter tensors
+    /// that receive its gradient (`None` for absent or frozen parameters): what
+    /// [`Activation::try_forward`] applies, for ops that fuse the activation into another
+    /// (batch norm + activation in the models).
+    fn pointwise_fn(&self) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]);
 
     /// Infallible [`Activation::try_forward`].
     fn forward<S: Shape, T: Tape<Elem, D>>(

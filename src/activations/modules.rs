@@ -151,6 +151,14 @@ fn forward_impl<D: Backend, A: Slots<D>, S: Shape, T: Tape<Elem, D>>(
     a: &A,
     x: Tensor<S, Elem, D, T>,
 ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
+    let (f, params) = pointwise_fn_impl(a);
+    try_pointwise(x, f, params)
+}
+
+#[allow(clippy::type_complexity)]
+fn pointwise_fn_impl<D: Backend, A: Slots<D>>(
+    a: &A,
+) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]) {
     let s = scalar_impl(a);
     let f = PafFn {
         kind: s.kind,
@@ -165,7 +173,7 @@ fn forward_impl<D: Backend, A: Slots<D>, S: Shape, T: Tape<Elem, D>>(
             a.tensor(i)
         }
     };
-    try_pointwise(x, f, [p(0), p(1)])
+    (f, [p(0), p(1)])
 }
 
 fn parameters_impl<D: Backend, A: Slots<D>>(a: &A) -> Vec<(&'static str, f64)> {
@@ -247,6 +255,9 @@ macro_rules! activation_via_slots {
                 x: Tensor<S, Elem, D, T>,
             ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
                 forward_impl(self, x)
+            }
+            fn pointwise_fn(&self) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]) {
+                pointwise_fn_impl(self)
             }
             fn parameters(&self) -> Vec<(&'static str, f64)> {
                 parameters_impl(self)
@@ -335,6 +346,9 @@ macro_rules! plain_activation {
             ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
                 let f = PafFn { kind: ActivationKind::$kind, alpha: 0.0, beta: 0.0 };
                 try_pointwise(x, f, [None, None])
+            }
+            fn pointwise_fn(&self) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]) {
+                (PafFn { kind: ActivationKind::$kind, alpha: 0.0, beta: 0.0 }, [None, None])
             }
             fn parameters(&self) -> Vec<(&'static str, f64)> {
                 Vec::new()

@@ -7,7 +7,7 @@ use dfdx::nn::modules::Linear;
 use dfdx::nn::{BuildModule, Module, ModuleVisitor, TensorCollection};
 use dfdx::shapes::{Const, ConstDim, Dim, Dtype};
 use dfdx::tensor::{Storage, Tape, Tensor, WithEmptyTape};
-use dfdx::tensor_ops::{Device, TryAdd};
+use dfdx::tensor_ops::Device;
 
 use super::classifier::{Classifier, InputOf, LogitsOf};
 use super::layers::{BatchNorm2d, BatchNormState, Conv2d, StatsRecorder};
@@ -58,12 +58,11 @@ impl<const C: usize, D: Backend> BasicBlock<C, D> {
         Wd: ConstDim + ConvOut<3, 1, 1, Out = Wd>,
     {
         let identity = x.with_empty_tape();
-        let out = self.bn1.try_forward_rec(self.conv1.try_forward(x)?, rec)?;
-        let out = act.try_forward(out)?;
         let out = self
-            .bn2
-            .try_forward_rec(self.conv2.try_forward(out)?, rec)?;
-        act.try_forward(out.try_add(identity)?)
+            .bn1
+            .try_forward_act(self.conv1.try_forward(x)?, None, act, rec)?;
+        self.bn2
+            .try_forward_act(self.conv2.try_forward(out)?, Some(identity), act, rec)
     }
 
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
@@ -128,12 +127,11 @@ impl<const CI: usize, const CO: usize, D: Backend> DownBlock<CI, CO, D> {
             .downsample
             .1
             .try_forward_rec(self.downsample.0.try_forward(x.with_empty_tape())?, rec)?;
-        let out = self.bn1.try_forward_rec(self.conv1.try_forward(x)?, rec)?;
-        let out = act.try_forward(out)?;
         let out = self
-            .bn2
-            .try_forward_rec(self.conv2.try_forward(out)?, rec)?;
-        act.try_forward(out.try_add(shortcut)?)
+            .bn1
+            .try_forward_act(self.conv1.try_forward(x)?, None, act, rec)?;
+        self.bn2
+            .try_forward_act(self.conv2.try_forward(out)?, Some(shortcut), act, rec)
     }
 
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
@@ -306,8 +304,8 @@ fn cifar_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Ele
     x: Tensor<(B, Const<32>, Const<32>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
 ) -> Result<Tensor<(B, Const<32>, Const<32>, Const<64>), Elem, D, T>, D::Err> {
-    let x = m.bn1.try_forward_rec(m.conv1.try_forward(x)?, rec)?;
-    m.activation.try_forward(x)
+    m.bn1
+        .try_forward_act(m.conv1.try_forward(x)?, None, &m.activation, rec)
 }
 
 #[allow(clippy::type_complexity)]
@@ -316,8 +314,9 @@ fn imagenet_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<
     x: Tensor<(B, Const<224>, Const<224>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
 ) -> Result<Tensor<(B, Const<56>, Const<56>, Const<64>), Elem, D, T>, D::Err> {
-    let x = m.bn1.try_forward_rec(m.conv1.try_forward(x)?, rec)?;
-    let x = m.activation.try_forward(x)?;
+    let x = m
+        .bn1
+        .try_forward_act(m.conv1.try_forward(x)?, None, &m.activation, rec)?;
     try_max_pool2d::<3, 2, 1, _, _, _, 64, D, T>(x)
 }
 

@@ -36,7 +36,8 @@ impl<const CI: usize, const CO: usize, D: Backend> ConvBn<CI, CO, D> {
         Hd: ConstDim + ConvOut<3, 1, 1, Out = Hd>,
         Wd: ConstDim + ConvOut<3, 1, 1, Out = Wd>,
     {
-        act.try_forward(self.bn.try_forward_rec(self.conv.try_forward(x)?, rec)?)
+        self.bn
+            .try_forward_act(self.conv.try_forward(x)?, None, act, rec)
     }
 }
 

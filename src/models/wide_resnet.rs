@@ -76,9 +76,11 @@ impl<const CI: usize, const CO: usize, const S: usize, D: Backend> WideBlockShor
         Ho: ConstDim + ConvOut<3, 1, 1, Out = Ho>,
         Wo: ConstDim + ConvOut<3, 1, 1, Out = Wo>,
     {
-        let x = act.try_forward(self.bn1.try_forward_rec(x, rec)?)?;
+        let x = self.bn1.try_forward_act(x, None, act, rec)?;
         let shortcut = self.conv_shortcut.try_forward(x.with_empty_tape())?;
-        let out = act.try_forward(self.bn2.try_forward_rec(self.conv1.try_forward(x)?, rec)?)?;
+        let out = self
+            .bn2
+            .try_forward_act(self.conv1.try_forward(x)?, None, act, rec)?;
         self.conv2.try_forward(out)?.try_add(shortcut)
     }
 
@@ -132,8 +134,10 @@ impl<const C: usize, D: Backend> WideBlock<C, D> {
         Wd: ConstDim + ConvOut<3, 1, 1, Out = Wd>,
     {
         let identity = x.with_empty_tape();
-        let o = act.try_forward(self.bn1.try_forward_rec(x, rec)?)?;
-        let o = act.try_forward(self.bn2.try_forward_rec(self.conv1.try_forward(o)?, rec)?)?;
+        let o = self.bn1.try_forward_act(x, None, act, rec)?;
+        let o = self
+            .bn2
+            .try_forward_act(self.conv1.try_forward(o)?, None, act, rec)?;
         self.conv2.try_forward(o)?.try_add(identity)
     }
 
@@ -341,7 +345,7 @@ impl<
         let x = self.block1.try_forward(x, act, rec)?;
         let x = self.block2.try_forward(x, act, rec)?;
         let x = self.block3.try_forward(x, act, rec)?;
-        let x = act.try_forward(self.bn1.try_forward_rec(x, rec)?)?;
+        let x = self.bn1.try_forward_act(x, None, act, rec)?;
         let x = try_flatten(try_avg_pool2d::<8, _, _, _, W3, D, T>(x)?)?;
         self.fc.try_forward(x)
     }

@@ -34,8 +34,8 @@ mod pool;
 
 pub use conv::{conv2d, try_conv2d, ConvOutput};
 pub use norm::{
-    batch_norm2d_eval, batch_norm2d_train, try_batch_norm2d_eval, try_batch_norm2d_train,
-    update_running_stats, BatchStatistics, ChannelsLast,
+    batch_norm2d_eval, batch_norm2d_train, try_batch_norm2d_act, try_batch_norm2d_eval,
+    try_batch_norm2d_train, update_running_stats, BatchStatistics, ChannelsLast, RunningStats,
 };
 pub use pool::{
     avg_pool2d, flatten, global_avg_pool2d, max_pool2d, try_avg_pool2d, try_flatten,
@@ -91,6 +91,34 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
     ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
     where
         T: Tape<Elem, Self>;
+
+    /// `y = f(batch_norm(x) + residual)`: batch norm (as [`Backend::batch_norm_kernel`]), an
+    /// optional residual added, then the element-wise `f` with its parameter gradients (as
+    /// [`Backend::pointwise_kernel`]) — the `bn → (+ shortcut) → activation` of every ResNet
+    /// block as one op. The default composes the three kernels; a device may fuse them (the CPU
+    /// does: one read of `x`, no intermediate tensors).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn batch_norm_act_kernel<S: Shape, const C: usize, T, F: ScalarFn>(
+        x: Tensor<S, Elem, Self, T>,
+        residual: Option<Tensor<S, Elem, Self, T>>,
+        weight: &Tensor<Rank1<C>, Elem, Self>,
+        bias: &Tensor<Rank1<C>, Elem, Self>,
+        running: Option<(&Tensor<Rank1<C>, Elem, Self>, &Tensor<Rank1<C>, Elem, Self>)>,
+        eps: f64,
+        f: F,
+        params: [Option<&Tensor<Rank1<1>, Elem, Self>>; 2],
+    ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        use dfdx::tensor_ops::TryAdd;
+        let (y, stats) = Self::batch_norm_kernel(x, weight, bias, running, eps)?;
+        let y = match residual {
+            Some(r) => y.try_add(r)?,
+            None => y,
+        };
+        Ok((Self::pointwise_kernel(y, f, params)?, stats))
+    }
 
     /// Average (`max = false`) or max pooling over k×k windows, NHWC.
     fn pool2d_kernel<Si: Shape, So: Shape, T>(

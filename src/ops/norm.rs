@@ -6,7 +6,7 @@
 use dfdx::shapes::{Const, Dim, Rank1};
 use dfdx::tensor::{Tape, Tensor};
 
-use super::{Backend, Elem};
+use super::{Backend, Elem, ScalarFn};
 
 /// Per-channel statistics of the batch a training-mode batch norm saw.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,4 +114,36 @@ pub fn batch_norm2d_eval<B: Dim, H: Dim, W: Dim, const C: usize, D: Backend, T: 
     eps: f64,
 ) -> ChannelsLast<B, H, W, C, D, T> {
     try_batch_norm2d_eval(x, weight, bias, running_mean, running_var, eps).unwrap()
+}
+
+/// The running statistics `(mean, var)` of an evaluation-mode batch norm.
+pub type RunningStats<'a, const C: usize, D> =
+    (&'a Tensor<Rank1<C>, Elem, D>, &'a Tensor<Rank1<C>, Elem, D>);
+
+/// `y = f(batch_norm(x) + residual)` as one op: batch norm in training mode (`running = None`,
+/// batch statistics, returned for the running-statistics update) or evaluation mode
+/// (`running = Some((mean, var))`), an optional residual added (a ResNet block's shortcut), then
+/// the element-wise `f` — an activation from [`crate::activations::Activation::pointwise_fn`] —
+/// whose parameters in `params` get their gradients. Same values and gradients as the three ops
+/// one after the other, without the intermediate tensors.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn try_batch_norm2d_act<
+    B: Dim,
+    H: Dim,
+    W: Dim,
+    const C: usize,
+    D: Backend,
+    T: Tape<Elem, D>,
+    F: ScalarFn,
+>(
+    x: ChannelsLast<B, H, W, C, D, T>,
+    residual: Option<ChannelsLast<B, H, W, C, D, T>>,
+    weight: &Tensor<Rank1<C>, Elem, D>,
+    bias: &Tensor<Rank1<C>, Elem, D>,
+    running: Option<RunningStats<'_, C, D>>,
+    eps: f64,
+    f: F,
+    params: [Option<&Tensor<Rank1<1>, Elem, D>>; 2],
+) -> Result<(ChannelsLast<B, H, W, C, D, T>, Option<BatchStatistics>), D::Err> {
+    D::batch_norm_act_kernel(x, residual, weight, bias, running, eps, f, params)
 }

@@ -223,7 +223,20 @@ pub(crate) fn conv_forward_blocked(
             let dst = &mut y_task[done * co..(done + n) * co];
             // y[n×co] = col[n×p] · wᵀ, w stored [co×p]
             matmul(
-                par, n, co, p, dst, co as isize, 1, false, lhs, p as isize, 1, w, 1, p as isize,
+                par,
+                n,
+                co,
+                p,
+                dst,
+                co as isize,
+                1,
+                false,
+                lhs,
+                p as isize,
+                1,
+                w,
+                1,
+                p as isize,
             );
             if let Some(b) = b {
                 for row in dst.chunks_exact_mut(co) {
@@ -289,8 +302,16 @@ pub(crate) fn conv_backward_blocked(
             let task_rows = nimg * per_img;
             let r_first = b_first * per_img;
             let blk_rows = blk.rows.min(task_rows.max(1));
-            let mut gw_task = if want_gw { vec![0.0; co * p] } else { Vec::new() };
-            let mut gb_task = if want_gb { vec![0.0f64; co] } else { Vec::new() };
+            let mut gw_task = if want_gw {
+                vec![0.0; co * p]
+            } else {
+                Vec::new()
+            };
+            let mut gb_task = if want_gb {
+                vec![0.0f64; co]
+            } else {
+                Vec::new()
+            };
             let mut col = if pointwise || !want_gw {
                 Vec::new()
             } else {
@@ -362,8 +383,20 @@ pub(crate) fn conv_backward_blocked(
                     } else {
                         let d = &mut dcol[..n * p];
                         matmul(
-                            par, n, p, co, d, p as isize, 1, false, gy_blk, co as isize, 1, w,
-                            p as isize, 1,
+                            par,
+                            n,
+                            p,
+                            co,
+                            d,
+                            p as isize,
+                            1,
+                            false,
+                            gy_blk,
+                            co as isize,
+                            1,
+                            w,
+                            p as isize,
+                            1,
                         );
                         col2im_add(g, d, r0, n, gx_task, b_first);
                     }
@@ -521,10 +554,16 @@ mod tests {
                 stride,
                 pad,
             };
-            let x: Vec<Elem> = (0..batch * h * w * ci).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let wt: Vec<Elem> = (0..co * k * k * ci).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let x: Vec<Elem> = (0..batch * h * w * ci)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
+            let wt: Vec<Elem> = (0..co * k * k * ci)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
             let bias: Vec<Elem> = (0..co).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let gy: Vec<Elem> = (0..g.rows() * co).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let gy: Vec<Elem> = (0..g.rows() * co)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
             let [y_ref, gx_ref, gw_ref, gb_ref] = reference(&g, &x, &wt, &gy);
             for tasks in 1..=batch.min(3) {
                 for rows in [1, 7, g.ho * g.wo + 1, 100_000] {

@@ -1,33 +1,62 @@
-//! Batch normalisation over every axis but the last (channels-last), CPU.
+//! Batch normalisation over every axis but the last (channels-last), CPU, optionally fused with a
+//! residual add and an element-wise activation: `y = f(x·a + b + r)` per channel.
 //!
-//! Training mode: `y = (x − μ_B) / sqrt(σ²_B + ε) · γ + β` with the biased batch variance;
-//! backward `dx = γ·s/N · (N·g − Σg − x̂·Σ(g·x̂))`, `s = 1/sqrt(σ²_B + ε)`.
-//! Evaluation mode: `y = (x − μ_run) · s + β`, `s = γ/sqrt(σ²_run + ε)`; backward `dx = g·s`
-//! (the gradient attacks need), `dγ = Σ g·x̂`, `dβ = Σ g`.
+//! Training mode: `x̂ = (x − μ_B) / sqrt(σ²_B + ε)` with the biased batch variance (one pass of
+//! f64 sums, shifted by the first row against cancellation); evaluation mode uses the running
+//! statistics. `a = γ·s`, `b = β − μ·γ·s`, `s = 1/sqrt(σ² + ε)`.
+//! Backward, with `g_z = g_y · f′(z)`, `z = x·a + b + r`: `g_r = g_z`, `dγ = Σ g_z·x̂`,
+//! `dβ = Σ g_z`, and `dx = γ·s/N · (N·g_z − Σg_z − x̂·Σ(g_z·x̂))` in training mode,
+//! `dx = g_z·a` in evaluation mode (the gradient attacks need).
+
+use std::sync::Arc;
 
 use dfdx::shapes::HasShape;
 use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
 use rayon::prelude::*;
 
-use super::{put_grad, read, take_grad, wrap};
-use crate::ops::{BatchStatistics, Elem};
+use super::{par_output, put_grad, read, take_grad, wrap};
+use crate::ops::{BatchStatistics, Elem, ScalarFn};
 
 /// Rows (pixels) per parallel task.
-const ROWS: usize = 512;
+const ROWS: usize = 256;
 
-/// Per-channel sums of `f(row)` over every row, in f64.
-fn channel_sums(data: &[Elem], c: usize, f: impl Fn(&[Elem], &mut [f64]) + Sync) -> Vec<f64> {
-    data.par_chunks(c * ROWS)
-        .map(|ch| {
-            let mut s = vec![0.0f64; c];
-            for row in ch.chunks(c) {
-                f(row, &mut s);
-            }
+/// The identity, for batch norm without an activation.
+#[derive(Clone, Copy)]
+pub(super) struct Identity;
+
+impl ScalarFn for Identity {
+    fn value(&self, x: Elem) -> Elem {
+        x
+    }
+    fn derivatives(&self, _: Elem) -> (Elem, [Elem; 2]) {
+        (1.0, [0.0; 2])
+    }
+    fn apply(&self, x: &[Elem], y: &mut [Elem]) {
+        y.copy_from_slice(x);
+    }
+    fn backward(&self, _: &[Elem], g: &[Elem], gx: &mut [Elem], _: [bool; 2]) -> [f64; 2] {
+        gx.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+        [0.0; 2]
+    }
+}
+
+/// Per-channel sums over rows of `f(rows, acc)` (`acc` holds `W` sums per channel), in f64, in
+/// parallel over blocks of [`ROWS`] rows.
+fn channel_sums<const W: usize>(
+    n_rows: usize,
+    c: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
+) -> Vec<f64> {
+    (0..n_rows.div_ceil(ROWS))
+        .into_par_iter()
+        .map(|t| {
+            let mut s = vec![0.0f64; W * c];
+            f(t * ROWS..((t + 1) * ROWS).min(n_rows), &mut s);
             s
         })
         .reduce(
-            || vec![0.0f64; c],
+            || vec![0.0f64; W * c],
             |mut a, b| {
                 a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
                 a
@@ -35,32 +64,52 @@ fn channel_sums(data: &[Elem], c: usize, f: impl Fn(&[Elem], &mut [f64]) + Sync)
         )
 }
 
-pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>(
     x: Tensor<S, Elem, Cpu, T>,
+    residual: Option<Tensor<S, Elem, Cpu, T>>,
     weight: &Tensor<Rank1<C>, Elem, Cpu>,
     bias: &Tensor<Rank1<C>, Elem, Cpu>,
     running: Option<(&Tensor<Rank1<C>, Elem, Cpu>, &Tensor<Rank1<C>, Elem, Cpu>)>,
     eps: f64,
+    f: F,
+    params: [Option<&Tensor<Rank1<1>, Elem, Cpu>>; 2],
 ) -> Result<(Tensor<S, Elem, Cpu, T>, Option<BatchStatistics>), CpuError> {
-    let _t = crate::ops::profile::scope("bn fwd");
+    let _t = crate::ops::profile::scope("bn(+act) fwd");
     let (x, mut tape) = x.split_tape();
-    let xs = read(&x);
-    let n = xs.len() / C;
+    let res = match residual {
+        Some(r) => {
+            let (r, rt) = r.split_tape();
+            tape = tape.merge(rt);
+            Some(r)
+        }
+        None => None,
+    };
+    let xs = Arc::new(read(&x));
+    let rs: Option<Arc<Vec<Elem>>> = res.as_ref().map(|r| Arc::new(read(r)));
+    let total = xs.len();
+    let n = total / C;
     let gamma = read(weight);
     let beta = read(bias);
     let (mean, invstd, stats): (Vec<f64>, Vec<f64>, Option<BatchStatistics>) = match running {
         None => {
-            let sum = channel_sums(&xs, C, |row, s| {
-                s.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64)
-            });
-            let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
-            let sq = channel_sums(&xs, C, |row, s| {
-                for ((s, &v), m) in s.iter_mut().zip(row).zip(&mean) {
-                    let d = v as f64 - m;
-                    *s += d * d;
+            let shift: Vec<f64> = (0..C)
+                .map(|c| xs.get(c).map_or(0.0, |&v| v as f64))
+                .collect();
+            let sums = channel_sums::<2>(n, C, |rows, s| {
+                for row in xs[rows.start * C..rows.end * C].chunks_exact(C) {
+                    for c in 0..C {
+                        let d = row[c] as f64 - shift[c];
+                        s[c] += d;
+                        s[C + c] += d * d;
+                    }
                 }
             });
-            let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
+            let m1: Vec<f64> = (0..C).map(|c| sums[c] / n as f64).collect();
+            let mean: Vec<f64> = (0..C).map(|c| shift[c] + m1[c]).collect();
+            let var: Vec<f64> = (0..C)
+                .map(|c| (sums[C + c] / n as f64 - m1[c] * m1[c]).max(0.0))
+                .collect();
             let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
             let stats = BatchStatistics {
                 mean: mean.clone(),
@@ -78,55 +127,78 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
             (mean, invstd, None)
         }
     };
-    // y = x·a + b per channel
+    // z = x·a + b (+ r) per channel
     let a: Vec<Elem> = (0..C)
         .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
         .collect();
     let b: Vec<Elem> = (0..C)
         .map(|c| (beta[c] as f64 - mean[c] * gamma[c] as f64 * invstd[c]) as Elem)
         .collect();
-    let mut ys = vec![0.0; xs.len()];
-    ys.par_chunks_mut(C * ROWS)
-        .zip(xs.par_chunks(C * ROWS))
-        .for_each(|(y, x)| {
-            for (yr, xr) in y.chunks_mut(C).zip(x.chunks(C)) {
+    // fills `z` with the pre-activation of the elements `off..off + z.len()`
+    let pre = {
+        let (xs, rs, a, b) = (xs.clone(), rs.clone(), a.clone(), b.clone());
+        move |off: usize, z: &mut [Elem]| {
+            let xr = &xs[off..off + z.len()];
+            for (zr, xr) in z.chunks_exact_mut(C).zip(xr.chunks_exact(C)) {
                 for c in 0..C {
-                    yr[c] = xr[c] * a[c] + b[c];
+                    zr[c] = xr[c] * a[c] + b[c];
                 }
             }
-        });
+            if let Some(rs) = &rs {
+                z.iter_mut()
+                    .zip(&rs[off..off + z.len()])
+                    .for_each(|(z, r)| *z += r);
+            }
+        }
+    };
+    let ys = par_output(total, C * ROWS, |off, y| {
+        let mut z = vec![0.0; y.len()];
+        pre(off, &mut z);
+        f.apply(&z, y);
+    });
     let y = wrap(x.device(), ys, *x.shape())?;
     if T::OWNS_TAPE {
         let y_ghost = y.clone();
         let (weight, bias) = (weight.clone(), bias.clone());
+        let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
+            [params[0].cloned(), params[1].cloned()];
         let training = running.is_none();
         tape.add_backward_op(move |grads| {
-            let _t = crate::ops::profile::scope("bn bwd");
+            let _t = crate::ops::profile::scope("bn(+act) bwd");
             let gy = take_grad(grads, &y_ghost)?;
+            let want = [params[0].is_some(), params[1].is_some()];
             let mf: Vec<Elem> = mean.iter().map(|&m| m as Elem).collect();
             let sf: Vec<Elem> = invstd.iter().map(|&s| s as Elem).collect();
-            // Σg and Σ g·x̂ per channel
-            let sums = gy
-                .par_chunks(C * ROWS)
-                .zip(xs.par_chunks(C * ROWS))
-                .map(|(g, x)| {
-                    let mut s = vec![0.0f64; 2 * C];
-                    for (gr, xr) in g.chunks(C).zip(x.chunks(C)) {
-                        for c in 0..C {
-                            s[c] += gr[c] as f64;
-                            s[C + c] += (gr[c] * (xr[c] - mf[c]) * sf[c]) as f64;
-                        }
+            // pass 1: g_z = g_y·f′(z), and the activation's parameter sums
+            let param_sums = std::sync::Mutex::new([0.0f64; 2]);
+            let gz = par_output(total, C * ROWS, |off, gz| {
+                let mut z = vec![0.0; gz.len()];
+                pre(off, &mut z);
+                let p = f.backward(&z, &gy[off..off + gz.len()], gz, want);
+                if want[0] || want[1] {
+                    let mut acc = param_sums.lock().unwrap_or_else(|e| e.into_inner());
+                    acc[0] += p[0];
+                    acc[1] += p[1];
+                }
+            });
+            let param_sums = param_sums.into_inner().unwrap_or_else(|e| e.into_inner());
+            // Σg_z and Σg_z·x̂ per channel
+            let sums = channel_sums::<2>(n, C, |rows, s| {
+                let (lo, hi) = (rows.start * C, rows.end * C);
+                for (gr, xr) in gz[lo..hi].chunks_exact(C).zip(xs[lo..hi].chunks_exact(C)) {
+                    for c in 0..C {
+                        s[c] += gr[c] as f64;
+                        s[C + c] += (gr[c] * (xr[c] - mf[c]) * sf[c]) as f64;
                     }
-                    s
-                })
-                .reduce(
-                    || vec![0.0f64; 2 * C],
-                    |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
+                }
+            });
             let (sum_g, sum_gx) = sums.split_at(C);
+            if let Some(res) = &res {
+                let gr: &mut Vec<Elem> = grads.get_or_alloc_mut(res)?;
+                gr.par_chunks_mut(C * ROWS)
+                    .zip(gz.par_chunks(C * ROWS))
+                    .for_each(|(d, g)| d.iter_mut().zip(g).for_each(|(d, g)| *d += g));
+            }
             {
                 let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
                 if training {
@@ -136,9 +208,12 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
                     let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
                     let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
                     gx.par_chunks_mut(C * ROWS)
-                        .zip(gy.par_chunks(C * ROWS).zip(xs.par_chunks(C * ROWS)))
+                        .zip(gz.par_chunks(C * ROWS).zip(xs.par_chunks(C * ROWS)))
                         .for_each(|(d, (g, x))| {
-                            for ((dr, gr), xr) in d.chunks_mut(C).zip(g.chunks(C)).zip(x.chunks(C))
+                            for ((dr, gr), xr) in d
+                                .chunks_exact_mut(C)
+                                .zip(g.chunks_exact(C))
+                                .zip(x.chunks_exact(C))
                             {
                                 for c in 0..C {
                                     let xhat = (xr[c] - mf[c]) * sf[c];
@@ -148,9 +223,9 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
                         });
                 } else {
                     gx.par_chunks_mut(C * ROWS)
-                        .zip(gy.par_chunks(C * ROWS))
+                        .zip(gz.par_chunks(C * ROWS))
                         .for_each(|(d, g)| {
-                            for (dr, gr) in d.chunks_mut(C).zip(g.chunks(C)) {
+                            for (dr, gr) in d.chunks_exact_mut(C).zip(g.chunks_exact(C)) {
                                 for c in 0..C {
                                     dr[c] += gr[c] * a[c];
                                 }
@@ -164,6 +239,12 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>>(
                 .for_each(|(g, s)| *g += *s as Elem);
             let gb: &mut Vec<Elem> = grads.get_or_alloc_mut(&bias)?;
             gb.iter_mut().zip(sum_g).for_each(|(g, s)| *g += *s as Elem);
+            for (p, s) in params.iter().zip(param_sums) {
+                if let Some(p) = p {
+                    let g: &mut Vec<Elem> = grads.get_or_alloc_mut(p)?;
+                    g[0] += s as Elem;
+                }
+            }
             put_grad(grads, &y_ghost, gy)
         });
     }
