@@ -145,8 +145,9 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                 }
             }
             if let Some(rs) = &rs {
+                let len = z.len();
                 z.iter_mut()
-                    .zip(&rs[off..off + z.len()])
+                    .zip(&rs[off..off + len])
                     .for_each(|(z, r)| *z += r);
             }
         }
