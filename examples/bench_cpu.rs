@@ -12,6 +12,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
 use robust_paf::models::{Classifier, ResNet18};
+use robust_paf::ops::profile::scope;
 use robust_paf::train::{PafSgd, SgdSettings};
 
 type Dev = Cpu;
@@ -79,9 +80,16 @@ where
         let (x, y) = images(dev, b);
         model.train();
         let s = time(reps, || {
-            let logits = model.logits_mut(x.clone().traced(grads.clone()));
+            let logits = {
+                let _t = scope("(step) forward");
+                model.logits_mut(x.clone().traced(grads.clone()))
+            };
             let loss = cross_entropy_with_logits_loss(logits, y.clone());
-            grads = loss.backward();
+            grads = {
+                let _t = scope("(step) backward");
+                loss.backward()
+            };
+            let _t = scope("(step) sgd + zero_grads");
             opt.step(&mut model, &grads).unwrap();
             model.zero_grads(&mut grads);
         });

@@ -15,10 +15,10 @@ pub fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var_os("ROBUST_PAF_PROFILE").is_some())
 }
 
-/// Times the rest of the enclosing scope under `name` (when profiling is on).
-pub(crate) struct Scope(Option<(&'static str, Instant)>);
+/// Times the rest of the enclosing scope under `name` (when profiling is on): `let _t = scope("x");`.
+pub struct Scope(Option<(&'static str, Instant)>);
 
-pub(crate) fn scope(name: &'static str) -> Scope {
+pub fn scope(name: &'static str) -> Scope {
     Scope(enabled().then(|| (name, Instant::now())))
 }
 

@@ -165,9 +165,9 @@ fn col2im_add(
     }
 }
 
-/// A vector of `n` elements for a convolution's output.
+/// A zeroed vector of `n` elements for a convolution's output, zeroed by all threads.
 fn output_buffer(n: usize) -> Vec<Elem> {
-    vec![0.0; n]
+    super::par_output(n, 1 << 16, |_, _| ())
 }
 
 /// `y = conv(x, w) + b` (forward, no tape).
