@@ -20,8 +20,13 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use dfdx::shapes::{Rank1, Shape};
+use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{Device, TryAdd, TryMul, TrySub};
+
 use super::ActivationKind;
 use crate::ops::backward_loop;
+use crate::ops::composed::Coef;
 
 /// The float operations the activations need, implemented for `f32` and `f64`.
 pub(crate) trait Real:
@@ -344,6 +349,13 @@ impl crate::ops::ScalarFn for PafFn {
     fn derivatives(&self, x: f32) -> (f32, [f32; 2]) {
         derivatives(self.kind, self.alpha, self.beta, x)
     }
+    fn compose<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+        &self,
+        x: Tensor<S, f32, D, T>,
+        params: [Option<&Tensor<Rank1<1>, f32, D>>; 2],
+    ) -> Result<Tensor<S, f32, D, T>, D::Err> {
+        compose(self, x, params)
+    }
     fn apply(&self, xs: &[f32], ys: &mut [f32]) {
         let (a, b) = (self.alpha, self.beta);
         // one loop per kind: `value` is inlined with a constant kind, the match folds away
@@ -397,6 +409,90 @@ impl crate::ops::ScalarFn for PafFn {
             PssiluFixed,
             Pssilu
         )
+    }
+}
+
+/// The formulas of [`value`] in dfdx ops (for [`crate::ops::composed`]): `relu(x)` and
+/// `min(x, 0) = −relu(−x)` split the piecewise definitions so that every branch is smooth where
+/// it is used, and softplus is the stable `relu(z) + ln(1 + e^{−|z|})`.
+fn compose<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+    f: &PafFn,
+    x: Tensor<S, f32, D, T>,
+    params: [Option<&Tensor<Rank1<1>, f32, D>>; 2],
+) -> Result<Tensor<S, f32, D, T>, D::Err> {
+    use ActivationKind::*;
+    let alpha = |x: &Tensor<S, f32, D, T>| Coef::new(x, params[0], f.alpha);
+    let beta = |x: &Tensor<S, f32, D, T>| Coef::new(x, params[1], f.beta);
+    // e^{min(x,0)} − 1
+    let expm1_neg = |x: Tensor<S, f32, D, T>| -> Result<Tensor<S, f32, D, T>, D::Err> {
+        x.try_negate()?
+            .try_relu()?
+            .try_negate()?
+            .try_exp()?
+            .try_sub(1.0)
+    };
+    let softplus = |z: Tensor<S, f32, D, T>| -> Result<Tensor<S, f32, D, T>, D::Err> {
+        let tail = z
+            .retaped::<T>()
+            .try_abs()?
+            .try_negate()?
+            .try_exp()?
+            .try_add(1.0)?
+            .try_ln()?;
+        z.try_relu()?.try_add(tail)
+    };
+    match f.kind {
+        Relu => x.try_relu(),
+        Elu => {
+            let neg = expm1_neg(x.retaped::<T>())?;
+            x.try_relu()?.try_add(neg)
+        }
+        Softplus => softplus(x),
+        Silu => {
+            let s = x.retaped::<T>().try_sigmoid()?;
+            x.try_mul(s)
+        }
+        Prelu => {
+            let a = alpha(&x)?;
+            let neg = a.times(x.retaped::<T>().try_negate()?.try_relu()?)?;
+            x.try_relu()?.try_sub(neg)
+        }
+        Pelu => {
+            let a = alpha(&x)?;
+            let neg = a.times(expm1_neg(x.retaped::<T>())?)?;
+            x.try_relu()?.try_add(neg)
+        }
+        Pprelu => alpha(&x)?.times(x.try_relu()?),
+        Pblu => {
+            // r = relu(x): a·(√(r² + 1) − 1) + r
+            let a = alpha(&x)?;
+            let r = x.try_relu()?;
+            let bump = r
+                .retaped::<T>()
+                .try_square()?
+                .try_add(1.0)?
+                .try_sqrt()?
+                .try_sub(1.0)?;
+            a.times(bump)?.try_add(r)
+        }
+        Psilu => {
+            let s = alpha(&x)?.abs()?.times(x.retaped::<T>())?.try_sigmoid()?;
+            x.try_mul(s)
+        }
+        Psoftplus => {
+            let a = alpha(&x)?;
+            let sp = softplus(a.again().times(x)?)?;
+            a.divide(sp)
+        }
+        PssiluFixed | Pssilu => {
+            let b = match f.kind {
+                Pssilu => beta(&x)?.abs()?,
+                _ => Coef::Const(f.beta),
+            };
+            let s = alpha(&x)?.abs()?.times(x.retaped::<T>())?.try_sigmoid()?;
+            let num = x.try_mul(b.again().subtract_from(s)?)?;
+            b.one_minus()?.divide(num)
+        }
     }
 }
 

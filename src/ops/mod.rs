@@ -18,6 +18,7 @@
 //! implemented for every size a model can meet, so a layer whose input does not fit has no
 //! `Module` impl and a misfitting model does not compile (see `tests/compile_fail/`).
 
+pub mod composed;
 mod cpu;
 mod geometry;
 mod pointwise;
@@ -139,4 +140,74 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
     ) -> Result<Tensor<S, Elem, Self, T>, Self::Err>
     where
         T: Tape<Elem, Self>;
+}
+
+/// CUDA: every kernel composed of dfdx's public ops ([`composed`]).
+#[cfg(feature = "cuda")]
+impl Backend for dfdx::tensor::Cuda {
+    fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
+        x: Tensor<Si, Elem, Self, T>,
+        w: &Tensor<Rank4<CO, K, K, CI>, Elem, Self>,
+        b: Option<&Tensor<Rank1<CO>, Elem, Self>>,
+        out_shape: So,
+        g: ConvGeometry,
+    ) -> Result<Tensor<So, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        composed::conv2d(x, w, b, out_shape, g)
+    }
+
+    fn batch_norm_kernel<S: Shape, const C: usize, T>(
+        x: Tensor<S, Elem, Self, T>,
+        weight: &Tensor<Rank1<C>, Elem, Self>,
+        bias: &Tensor<Rank1<C>, Elem, Self>,
+        running: Option<(&Tensor<Rank1<C>, Elem, Self>, &Tensor<Rank1<C>, Elem, Self>)>,
+        eps: f64,
+    ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        composed::batch_norm(x, weight, bias, running, eps)
+    }
+
+    fn pool2d_kernel<Si: Shape, So: Shape, T>(
+        x: Tensor<Si, Elem, Self, T>,
+        out_shape: So,
+        g: PoolGeometry,
+        max: bool,
+    ) -> Result<Tensor<So, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        composed::pool2d(x, out_shape, g, max)
+    }
+
+    fn pointwise_kernel<S: Shape, T, F: ScalarFn>(
+        x: Tensor<S, Elem, Self, T>,
+        f: F,
+        params: [Option<&Tensor<Rank1<1>, Elem, Self>>; 2],
+    ) -> Result<Tensor<S, Elem, Self, T>, Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        composed::pointwise(x, f, params)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_act_kernel<S: Shape, const C: usize, T, F: ScalarFn>(
+        x: Tensor<S, Elem, Self, T>,
+        residual: Option<Tensor<S, Elem, Self, T>>,
+        weight: &Tensor<Rank1<C>, Elem, Self>,
+        bias: &Tensor<Rank1<C>, Elem, Self>,
+        running: Option<(&Tensor<Rank1<C>, Elem, Self>, &Tensor<Rank1<C>, Elem, Self>)>,
+        eps: f64,
+        f: F,
+        params: [Option<&Tensor<Rank1<1>, Elem, Self>>; 2],
+    ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
+    where
+        T: Tape<Elem, Self>,
+    {
+        composed::batch_norm_act(x, residual, weight, bias, running, eps, f, params)
+    }
 }

@@ -25,6 +25,15 @@ pub trait ScalarFn: Copy + Send + Sync + 'static {
         y.iter_mut().zip(x).for_each(|(y, &x)| *y = self.value(x));
     }
 
+    /// The same function composed of dfdx's tensor ops on any device (the CUDA path, where the
+    /// crate cannot run its own element loops; see [`crate::ops::composed`]); `params[i]` as in
+    /// [`try_pointwise`] (a `None` parameter is used as the constant bound in `self`).
+    fn compose<S: Shape, D: dfdx::tensor_ops::Device<Elem>, T: Tape<Elem, D>>(
+        &self,
+        x: Tensor<S, Elem, D, T>,
+        params: [Option<&Tensor<Rank1<1>, Elem, D>>; 2],
+    ) -> Result<Tensor<S, Elem, D, T>, D::Err>;
+
     /// `gx[i] += g[i] · ∂f/∂x(x[i])` over a slice; returns `Σ g[i] · ∂f/∂pⱼ(x[i])` for the
     /// parameters with `want[j]` (0 for the others). Override like [`ScalarFn::apply`].
     #[inline]
