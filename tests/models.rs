@@ -246,3 +246,39 @@ fn invalid_parameters_are_errors_not_panics() {
     )
     .is_err());
 }
+
+/// `named_tensors` lists every tensor with its state-dict name (parameters and running
+/// statistics), `named_gradients` every trainable one; `to_device` keeps them all (what the GPU
+/// test compares), the activation included.
+#[test]
+fn named_tensors_and_gradients_cover_the_model() {
+    use robust_paf::models::{named_gradients, named_tensors};
+    let dev = Dev::default();
+    let mut m = ResNet18::<Pssilu<Dev>, Dev>::new(&dev);
+    let tensors = named_tensors(&m).unwrap();
+    let total: usize = tensors.iter().map(|(_, v)| v.len()).sum();
+    // 11,173,962 parameters + α, β + running mean and var of 20 batch norms (2 · 4,800 values)
+    let bn_channels = 64 + 4 * 64 + 4 * 128 + 4 * 256 + 4 * 512 + 128 + 256 + 512;
+    assert_eq!(bn_channels, 4800);
+    assert_eq!(total, 11_173_962 + 2 + 2 * bn_channels);
+    let copy = m.to_device(&dev);
+    assert_eq!(named_tensors(&copy).unwrap(), tensors);
+
+    let x = input::<32>(&dev, 1);
+    let mut grads = m.alloc_grads();
+    let logits = m.logits_mut(x.traced(grads));
+    grads = logits.sum::<Rank0, _>().backward();
+    let named = named_gradients(&m, &mut grads).unwrap();
+    let n: usize = named.iter().map(|(_, v)| v.len()).sum();
+    assert_eq!(n, 11_173_962 + 2, "trainable tensors only");
+    for key in [
+        "conv1.weight",
+        "fc.weight",
+        "activation.alpha",
+        "activation.beta",
+    ] {
+        let (_, g) = named.iter().find(|(k, _)| k == key).unwrap();
+        assert!(g.iter().any(|v| *v != 0.0), "{key} has a zero gradient");
+    }
+    assert!(!named.iter().any(|(k, _)| k.contains("running")));
+}

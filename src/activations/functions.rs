@@ -487,7 +487,7 @@ fn compose<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
         PssiluFixed | Pssilu => {
             let b = match f.kind {
                 Pssilu => beta(&x)?.abs()?,
-                _ => Coef::Const(f.beta),
+                _ => Coef::Fixed(f.beta),
             };
             let s = alpha(&x)?.abs()?.times(x.retaped::<T>())?.try_sigmoid()?;
             let num = x.try_mul(b.again().subtract_from(s)?)?;

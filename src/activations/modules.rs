@@ -1,7 +1,7 @@
 //! The twelve activation modules of PAPER.md §1.2 as dfdx 0.13 tensor collections.
 //!
 //! - [`Relu`], [`Elu`], [`Softplus`], [`Silu`]: no parameters (zero-sized dfdx
-//!   [`ZeroSizedModule`]s; a `PhantomData<D>` names the device).
+//!   zero-sized modules; a `PhantomData<D>` names the device).
 //! - [`Prelu`] (α₀ = 0), [`Pelu`] (α₀ = 1), [`PreluPlus`] (PReLU+, code `pprelu`, α₀ = 1),
 //!   [`Reblu`] (code `pblu`, α₀ = 0), [`Psilu`] (α₀ = 1, uses |α|), [`Psoftplus`] (α₀ = 1, raw α):
 //!   one learnable scalar `pub alpha: Tensor<Rank1<1>>`.
@@ -28,9 +28,7 @@
 //! [`Activation::parameters`]; it gets no gradient (the op is given `None` for it), and
 //! [`Activation::restore_frozen`] writes it back into the tensor.
 
-use dfdx::nn::{
-    BuildModule, BuildOnDevice, ModuleVisitor, TensorCollection, TensorOptions, ZeroSizedModule,
-};
+use dfdx::nn::{BuildModule, BuildOnDevice, ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::shapes::{Dtype, Rank1, Shape};
 use dfdx::tensor::{Storage, Tape, Tensor, TensorFrom};
 use dfdx::tensor_ops::Device;
@@ -334,7 +332,19 @@ macro_rules! plain_activation {
             }
         }
 
-        impl<D> ZeroSizedModule for $name<D> {}
+        // Like dfdx's `ZeroSizedModule`, but `to_device` changes the device parameter
+        // (`Relu<Cpu>` → `Relu<Cuda>`), so a converted model's activation matches its device.
+        impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for $name<D> {
+            type To<E2: Dtype, D2: Device<E2>> = $name<D2>;
+            fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+                visitor: &mut V,
+            ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+                visitor.visit_fields((), |_| $name(PhantomData))
+            }
+        }
+        impl<E: Dtype, D: Device<E>> BuildOnDevice<D, E> for $name<D> {
+            type Built = $name<D>;
+        }
 
         impl<D: Backend> Activation<D> for $name<D> {
             const NAME: &'static str = $paper;

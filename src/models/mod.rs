@@ -14,6 +14,9 @@ pub use resnet::{ResNet18, ResNet18ImageNet};
 pub mod wide_resnet;
 
 pub use wide_resnet::{WideResNet, WideResNet16x4, WideResNet28x10, WideResNet34x10};
+pub mod tensors;
 pub mod vgg;
+
+pub use tensors::{named_gradients, named_tensors};
 
 pub use vgg::Vgg16Bn;

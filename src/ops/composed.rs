@@ -240,8 +240,8 @@ pub fn pointwise<S: Shape, D: Device<Elem>, T: Tape<Elem, D>, F: ScalarFn>(
 /// A scalar coefficient of a composed activation: a learnable parameter broadcast to the input's
 /// shape on its tape (so it receives its gradient), or a constant (absent or frozen parameter).
 pub enum Coef<S: Shape, D: Device<Elem>, T: Tape<Elem, D>> {
-    Tensor(Tensor<S, Elem, D, T>),
-    Const(Elem),
+    Learned(Tensor<S, Elem, D, T>),
+    Fixed(Elem),
 }
 
 impl<S: Shape, D: Device<Elem>, T: Tape<Elem, D>> Coef<S, D, T> {
@@ -252,54 +252,54 @@ impl<S: Shape, D: Device<Elem>, T: Tape<Elem, D>> Coef<S, D, T> {
         value: Elem,
     ) -> Result<Self, D::Err> {
         Ok(match param {
-            Some(p) => Coef::Tensor(
+            Some(p) => Coef::Learned(
                 p.retaped::<T>()
                     .try_reshape_like(&())?
                     .try_broadcast_like(like.shape())?,
             ),
-            None => Coef::Const(value),
+            None => Coef::Fixed(value),
         })
     }
     /// A second handle on the same coefficient (gradients from both uses add up).
     pub fn again(&self) -> Self {
         match self {
-            Coef::Tensor(t) => Coef::Tensor(t.retaped::<T>()),
-            Coef::Const(c) => Coef::Const(*c),
+            Coef::Learned(t) => Coef::Learned(t.retaped::<T>()),
+            Coef::Fixed(c) => Coef::Fixed(*c),
         }
     }
     /// `|c|`.
     pub fn abs(self) -> Result<Self, D::Err> {
         Ok(match self {
-            Coef::Tensor(t) => Coef::Tensor(t.try_abs()?),
-            Coef::Const(c) => Coef::Const(c.abs()),
+            Coef::Learned(t) => Coef::Learned(t.try_abs()?),
+            Coef::Fixed(c) => Coef::Fixed(c.abs()),
         })
     }
     /// `x · c`.
     pub fn times(self, x: Tensor<S, Elem, D, T>) -> Result<Tensor<S, Elem, D, T>, D::Err> {
         match self {
-            Coef::Tensor(t) => x.try_mul(t),
-            Coef::Const(c) => x.try_mul(c),
+            Coef::Learned(t) => x.try_mul(t),
+            Coef::Fixed(c) => x.try_mul(c),
         }
     }
     /// `x / c`.
     pub fn divide(self, x: Tensor<S, Elem, D, T>) -> Result<Tensor<S, Elem, D, T>, D::Err> {
         match self {
-            Coef::Tensor(t) => x.try_div(t),
-            Coef::Const(c) => x.try_div(c),
+            Coef::Learned(t) => x.try_div(t),
+            Coef::Fixed(c) => x.try_div(c),
         }
     }
     /// `x − c`.
     pub fn subtract_from(self, x: Tensor<S, Elem, D, T>) -> Result<Tensor<S, Elem, D, T>, D::Err> {
         match self {
-            Coef::Tensor(t) => x.try_sub(t),
-            Coef::Const(c) => x.try_sub(c),
+            Coef::Learned(t) => x.try_sub(t),
+            Coef::Fixed(c) => x.try_sub(c),
         }
     }
     /// `1 − c`, as a coefficient.
     pub fn one_minus(self) -> Result<Self, D::Err> {
         Ok(match self {
-            Coef::Tensor(t) => Coef::Tensor(t.try_negate()?.try_add(1.0)?),
-            Coef::Const(c) => Coef::Const(1.0 - c),
+            Coef::Learned(t) => Coef::Learned(t.try_negate()?.try_add(1.0)?),
+            Coef::Fixed(c) => Coef::Fixed(1.0 - c),
         })
     }
 }
