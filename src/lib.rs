@@ -12,7 +12,8 @@
 //! - [`models`]: CIFAR ResNet-18, pre-activation WideResNet, ImageNet-stem ResNet-18, VGG-16-BN
 //!   (PAPER.md §2);
 //! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
-//! - [`notebook`]: plots and tables for the evcxr notebooks.
+//! - [`notebook`]: plots and tables for the evcxr notebooks;
+//! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
 
 // Typed tensors (`Tensor<(B, H, W, C), f32, D, T>`) make long signatures unavoidable.
 #![allow(clippy::type_complexity)]
@@ -22,6 +23,7 @@ pub mod ops;
 
 pub use error::Error;
 pub mod activations;
+pub mod data;
 pub mod models;
 pub mod notebook;
 pub mod train;
