@@ -5,8 +5,11 @@
 //! Every reader produces [`ImageSet`] (or an [`ImageSource`]): 32×32×3 HWC bytes and labels;
 //! batches become `[0, 1]` float tensors in the crate's NHWC layout (no normalisation, §3.1).
 
+pub mod augment;
 pub mod error;
 pub mod images;
+pub mod loader;
 
 pub use error::DataError;
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+pub use loader::{HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};

@@ -1,0 +1,68 @@
+//! Training augmentation of PAPER.md §3.1: `RandomCrop(32, padding=4)` (zero padding) followed by
+//! `RandomHorizontalFlip` (p = 0.5), on 32×32×3 HWC bytes, seeded. Synthetic images get none
+//! (§3.5); test images get none.
+
+use rand::Rng;
+
+use super::{CHANNELS, IMAGE_SIZE};
+
+/// Zero padding of the random crop.
+pub const CROP_PADDING: usize = 4;
+
+/// One draw of the augmentation: crop offset in the padded 40×40 image and the flip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropFlip {
+    /// Row offset in `0..=2·CROP_PADDING`.
+    pub dy: usize,
+    /// Column offset in `0..=2·CROP_PADDING`.
+    pub dx: usize,
+    /// Mirror left–right after cropping.
+    pub flip: bool,
+}
+
+impl CropFlip {
+    /// Draws offsets uniformly in `0..=8` and a fair coin for the flip (torchvision's order).
+    pub fn sample<R: Rng>(rng: &mut R) -> Self {
+        CropFlip {
+            dy: rng.gen_range(0..=2 * CROP_PADDING),
+            dx: rng.gen_range(0..=2 * CROP_PADDING),
+            flip: rng.gen_bool(0.5),
+        }
+    }
+
+    /// The identity (offset 4, 4, no flip).
+    pub fn identity() -> Self {
+        CropFlip {
+            dy: CROP_PADDING,
+            dx: CROP_PADDING,
+            flip: false,
+        }
+    }
+
+    /// Writes the augmented `src` into `dst` (both 32×32×3 HWC): `dst[y][x] = padded[y + dy][x′ + dx]`
+    /// with `x′ = 31 − x` when flipped, where `padded` is `src` with 4 zero pixels on every side.
+    pub fn apply(&self, src: &[u8], dst: &mut [u8]) {
+        let n = IMAGE_SIZE;
+        assert_eq!(src.len(), n * n * CHANNELS);
+        assert_eq!(dst.len(), n * n * CHANNELS);
+        for y in 0..n {
+            let sy = (y + self.dy) as isize - CROP_PADDING as isize;
+            for x in 0..n {
+                let xc = if self.flip { n - 1 - x } else { x };
+                let sx = (xc + self.dx) as isize - CROP_PADDING as isize;
+                let d = &mut dst[(y * n + x) * CHANNELS..(y * n + x + 1) * CHANNELS];
+                if sy < 0 || sx < 0 || sy >= n as isize || sx >= n as isize {
+                    d.fill(0);
+                } else {
+                    let s = (sy as usize * n + sx as usize) * CHANNELS;
+                    d.copy_from_slice(&src[s..s + CHANNELS]);
+                }
+            }
+        }
+    }
+}
+
+/// Applies a fresh [`CropFlip`] drawn from `rng` to `src`, into `dst`.
+pub fn random_crop_flip<R: Rng>(src: &[u8], dst: &mut [u8], rng: &mut R) {
+    CropFlip::sample(rng).apply(src, dst)
+}

@@ -1,0 +1,465 @@
+//! Batching (PAPER.md §3.1, §3.5): seeded shuffled epochs, augmentation of real images, a
+//! background thread that prepares the next batches while the current one trains, and the mixed
+//! real + synthetic batches of the paper's DDPM runs.
+//!
+//! - [`Loader`]: one source; every epoch is a fresh seeded permutation; the last batch may be
+//!   short (PyTorch's `drop_last=False`), or dropped.
+//! - [`MixedLoader`]: every batch is `real_per_batch` real images (augmented) and
+//!   `synthetic_per_batch` synthetic ones (never augmented), shuffled within the batch; the epoch
+//!   length is set by the real data, ⌈50,000 / 256⌉ = 196 steps for CIFAR-10 at 256 + 256; each
+//!   epoch draws its synthetic images from a new permutation of the synthetic set (the paper's
+//!   `combine_dataloaders`, §3.5: the last step has 80 real + 256 synthetic images).
+//!
+//! Batches arrive as [`HostBatch`] (f32 pixels in `[0, 1]`, NHWC, and labels) and become dfdx
+//! tensors on any device with [`HostBatch::images`] / [`HostBatch::one_hot`].
+//! Reproducible: the permutation depends on `(seed, epoch)`, each batch's augmentation on
+//! `(seed, epoch, step)`, never on thread timing.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use dfdx::shapes::Const;
+use dfdx::tensor::{Tensor, TensorFromVec};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::augment::CropFlip;
+use super::{DataError, ImageSource, IMAGE_BYTES};
+
+/// A batch in host memory: pixels as `[0, 1]` floats in NHWC order, labels, and which images are
+/// synthetic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostBatch {
+    /// `len() · 32 · 32 · 3` values in `[0, 1]` (byte / 255), NHWC.
+    pub pixels: Vec<f32>,
+    /// Class of each image.
+    pub labels: Vec<u16>,
+    /// Whether each image came from the synthetic source (always false for [`Loader`]).
+    pub synthetic: Vec<bool>,
+    /// Index of each image in its source.
+    pub indices: Vec<usize>,
+}
+
+/// The crate's image batch type: `(batch, 32, 32, 3)` floats on device `D`.
+pub type ImageBatch<D> = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, D>;
+
+impl HostBatch {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// The images as a dfdx tensor on `dev` (one copy).
+    pub fn images<D: TensorFromVec<f32>>(&self, dev: &D) -> ImageBatch<D> {
+        dev.tensor_from_vec(self.pixels.clone(), (self.len(), Const, Const, Const))
+    }
+    /// One-hot labels `(batch, NC)` on `dev` (what `cross_entropy_with_logits_loss` takes).
+    /// Labels ≥ `NC` are an error.
+    pub fn one_hot<const NC: usize, D: TensorFromVec<f32>>(
+        &self,
+        dev: &D,
+    ) -> Result<Tensor<(usize, Const<NC>), f32, D>, DataError> {
+        let mut v = vec![0.0f32; self.len() * NC];
+        for (i, &l) in self.labels.iter().enumerate() {
+            if l as usize >= NC {
+                return Err(DataError::LabelOutOfRange {
+                    path: "batch".into(),
+                    index: i,
+                    label: l as u64,
+                    classes: NC,
+                });
+            }
+            v[i * NC + l as usize] = 1.0;
+        }
+        Ok(dev.tensor_from_vec(v, (self.len(), Const)))
+    }
+}
+
+/// Settings of a [`Loader`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoaderConfig {
+    /// Images per batch (> 0).
+    pub batch_size: usize,
+    /// A new random order every epoch (else the source order).
+    pub shuffle: bool,
+    /// Random crop (padding 4) + horizontal flip, §3.1 (training on real images only).
+    pub augment: bool,
+    /// Drop a last batch shorter than `batch_size`.
+    pub drop_last: bool,
+    /// Seed of the permutations and augmentations.
+    pub seed: u64,
+    /// Batches prepared ahead by the background thread (≥ 1).
+    pub prefetch: usize,
+}
+
+impl LoaderConfig {
+    /// Training: shuffled, augmented, last batch kept (the paper's CIFAR loader).
+    pub fn train(batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            augment: true,
+            drop_last: false,
+            seed,
+            prefetch: 2,
+        }
+    }
+    /// Evaluation: source order, no augmentation.
+    pub fn eval(batch_size: usize) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: false,
+            augment: false,
+            drop_last: false,
+            seed: 0,
+            prefetch: 2,
+        }
+    }
+    fn validate(&self) -> Result<(), DataError> {
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", "must be at least 1"));
+        }
+        if self.prefetch == 0 {
+            return Err(invalid("prefetch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(what: &str, reason: impl Into<String>) -> DataError {
+    DataError::Invalid {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A seed for `(seed, stream, epoch, step)`: SplitMix64 over the mixed words, so nearby inputs
+/// give unrelated streams.
+fn mix(words: [u64; 4]) -> u64 {
+    let mut z = 0x9E37_79B9_7F4A_7C15u64;
+    for w in words {
+        z = (z ^ w).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
+fn permutation(n: usize, shuffle: bool, seed: u64, stream: u64, epoch: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    if shuffle {
+        p.shuffle(&mut StdRng::seed_from_u64(mix([
+            seed,
+            stream,
+            epoch as u64,
+            0,
+        ])));
+    }
+    p
+}
+
+/// One image of a batch to prepare: where it comes from and whether to augment it.
+#[derive(Clone, Copy)]
+struct Slot {
+    synthetic: bool,
+    index: usize,
+}
+
+/// Reads the images of `slots` (augmenting the real ones when `augment`) into a [`HostBatch`].
+fn assemble(
+    real: &dyn ImageSource,
+    synthetic: Option<&dyn ImageSource>,
+    slots: &[Slot],
+    augment: bool,
+    rng_seed: u64,
+) -> Result<HostBatch, DataError> {
+    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let mut raw = vec![0u8; IMAGE_BYTES];
+    let mut aug = vec![0u8; IMAGE_BYTES];
+    let mut b = HostBatch {
+        pixels: Vec::with_capacity(slots.len() * IMAGE_BYTES),
+        labels: Vec::with_capacity(slots.len()),
+        synthetic: Vec::with_capacity(slots.len()),
+        indices: Vec::with_capacity(slots.len()),
+    };
+    for s in slots {
+        let src: &dyn ImageSource = match (s.synthetic, synthetic) {
+            (true, Some(syn)) => syn,
+            _ => real,
+        };
+        let label = src.read(s.index, &mut raw)?;
+        let bytes = if augment && !s.synthetic {
+            CropFlip::sample(&mut rng).apply(&raw, &mut aug);
+            &aug
+        } else {
+            &raw
+        };
+        b.pixels.extend(bytes.iter().map(|&v| v as f32 / 255.0));
+        b.labels.push(label);
+        b.synthetic.push(s.synthetic);
+        b.indices.push(s.index);
+    }
+    Ok(b)
+}
+
+/// The batches of one epoch, prepared by a background thread `prefetch` batches ahead. Dropping
+/// it stops the thread.
+pub struct Epoch {
+    rx: Option<Receiver<Result<HostBatch, DataError>>>,
+    worker: Option<JoinHandle<()>>,
+    remaining: usize,
+}
+
+impl Epoch {
+    fn spawn(
+        plan: Vec<(Vec<Slot>, u64)>,
+        real: Arc<dyn ImageSource>,
+        synthetic: Option<Arc<dyn ImageSource>>,
+        augment: bool,
+        prefetch: usize,
+        shuffle_within: Option<u64>,
+    ) -> Self {
+        let remaining = plan.len();
+        let (tx, rx) = sync_channel(prefetch);
+        let worker = std::thread::spawn(move || {
+            for (mut slots, seed) in plan {
+                if let Some(s) = shuffle_within {
+                    slots.shuffle(&mut StdRng::seed_from_u64(mix([s, seed, 1, 1])));
+                }
+                let batch = assemble(&*real, synthetic.as_deref(), &slots, augment, seed);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return; // receiver dropped, or an error was delivered: stop
+                }
+            }
+        });
+        Epoch {
+            rx: Some(rx),
+            worker: Some(worker),
+            remaining,
+        }
+    }
+
+    /// Batches left in this epoch.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+}
+
+impl Iterator for Epoch {
+    type Item = Result<HostBatch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let item = self.rx.as_ref()?.recv().ok();
+        match &item {
+            Some(Ok(_)) => self.remaining -= 1,
+            Some(Err(_)) | None => self.remaining = 0,
+        }
+        item.or_else(|| {
+            Some(Err(DataError::Invalid {
+                what: "loader".into(),
+                reason: "the background thread stopped".into(),
+            }))
+        })
+    }
+}
+
+impl Drop for Epoch {
+    fn drop(&mut self) {
+        drop(self.rx.take()); // unblocks a worker waiting to send
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Batches of one source: see the module docs.
+pub struct Loader {
+    source: Arc<dyn ImageSource>,
+    cfg: LoaderConfig,
+}
+
+impl Loader {
+    /// A loader over `source`; errors on an invalid config.
+    pub fn new(source: Arc<dyn ImageSource>, cfg: LoaderConfig) -> Result<Self, DataError> {
+        cfg.validate()?;
+        Ok(Loader { source, cfg })
+    }
+
+    /// Batches per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        let (n, b) = (self.source.len(), self.cfg.batch_size);
+        if self.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.cfg
+    }
+
+    /// The batches of epoch `epoch` (0-based), prepared in the background.
+    pub fn epoch(&self, epoch: usize) -> Epoch {
+        let order = permutation(self.source.len(), self.cfg.shuffle, self.cfg.seed, 0, epoch);
+        let plan = order
+            .chunks(self.cfg.batch_size)
+            .take(self.steps_per_epoch())
+            .enumerate()
+            .map(|(step, idx)| {
+                let slots = idx
+                    .iter()
+                    .map(|&index| Slot {
+                        synthetic: false,
+                        index,
+                    })
+                    .collect();
+                (slots, mix([self.cfg.seed, 2, epoch as u64, step as u64]))
+            })
+            .collect();
+        Epoch::spawn(
+            plan,
+            self.source.clone(),
+            None,
+            self.cfg.augment,
+            self.cfg.prefetch,
+            None,
+        )
+    }
+}
+
+/// Settings of a [`MixedLoader`] (PAPER.md §3.5: 256 + 256).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MixedConfig {
+    /// Real images per batch (> 0).
+    pub real_per_batch: usize,
+    /// Synthetic images per batch (> 0).
+    pub synthetic_per_batch: usize,
+    /// Augment the real images (crop + flip); synthetic images are never augmented.
+    pub augment: bool,
+    /// Seed of the permutations, augmentations and in-batch shuffles.
+    pub seed: u64,
+    /// Batches prepared ahead.
+    pub prefetch: usize,
+}
+
+impl MixedConfig {
+    /// The paper's 1:1 mixing: `b` real + `b` synthetic images per batch.
+    pub fn one_to_one(b: usize, seed: u64) -> Self {
+        MixedConfig {
+            real_per_batch: b,
+            synthetic_per_batch: b,
+            augment: true,
+            seed,
+            prefetch: 2,
+        }
+    }
+}
+
+/// Real + synthetic batches: see the module docs.
+pub struct MixedLoader {
+    real: Arc<dyn ImageSource>,
+    synthetic: Arc<dyn ImageSource>,
+    cfg: MixedConfig,
+}
+
+impl MixedLoader {
+    /// Errors on an empty source, a zero batch part, or sources whose classes differ.
+    pub fn new(
+        real: Arc<dyn ImageSource>,
+        synthetic: Arc<dyn ImageSource>,
+        cfg: MixedConfig,
+    ) -> Result<Self, DataError> {
+        if cfg.real_per_batch == 0 || cfg.synthetic_per_batch == 0 {
+            return Err(invalid(
+                "mixed batch",
+                "real_per_batch and synthetic_per_batch must both be at least 1",
+            ));
+        }
+        if cfg.prefetch == 0 {
+            return Err(invalid("prefetch", "must be at least 1"));
+        }
+        if real.is_empty() || synthetic.is_empty() {
+            return Err(invalid("mixed loader", "a source is empty"));
+        }
+        if real.classes() != synthetic.classes() {
+            return Err(invalid(
+                "mixed loader",
+                format!(
+                    "real data has {} classes, synthetic {}",
+                    real.classes(),
+                    synthetic.classes()
+                ),
+            ));
+        }
+        Ok(MixedLoader {
+            real,
+            synthetic,
+            cfg,
+        })
+    }
+
+    /// Steps per epoch: ⌈real images / real_per_batch⌉.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.real.len().div_ceil(self.cfg.real_per_batch)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MixedConfig {
+        &self.cfg
+    }
+
+    /// The batches of epoch `epoch`: every real image once (shuffled), each step completed by
+    /// `synthetic_per_batch` synthetic images from this epoch's permutation of the synthetic set
+    /// (restarted with a new permutation if the set is smaller than an epoch needs), each batch
+    /// shuffled.
+    pub fn epoch(&self, epoch: usize) -> Epoch {
+        let seed = self.cfg.seed;
+        let real = permutation(self.real.len(), true, seed, 10, epoch);
+        let n_syn = self.synthetic.len();
+        let mut syn = permutation(n_syn, true, seed, 11, epoch);
+        let mut syn_pos = 0;
+        let mut refill = 0u64;
+        let mut plan = Vec::with_capacity(self.steps_per_epoch());
+        for (step, r) in real.chunks(self.cfg.real_per_batch).enumerate() {
+            let mut slots: Vec<Slot> = r
+                .iter()
+                .map(|&index| Slot {
+                    synthetic: false,
+                    index,
+                })
+                .collect();
+            for _ in 0..self.cfg.synthetic_per_batch {
+                if syn_pos == n_syn {
+                    refill += 1;
+                    syn = permutation(n_syn, true, seed, 12 + refill, epoch);
+                    syn_pos = 0;
+                }
+                slots.push(Slot {
+                    synthetic: true,
+                    index: syn[syn_pos],
+                });
+                syn_pos += 1;
+            }
+            plan.push((slots, mix([seed, 3, epoch as u64, step as u64])));
+        }
+        Epoch::spawn(
+            plan,
+            self.real.clone(),
+            Some(self.synthetic.clone()),
+            self.cfg.augment,
+            self.cfg.prefetch,
+            Some(seed),
+        )
+    }
+}
