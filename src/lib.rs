@@ -11,6 +11,7 @@
 //!   their shape properties (§1.3);
 //! - [`models`]: CIFAR ResNet-18, pre-activation WideResNet, ImageNet-stem ResNet-18, VGG-16-BN
 //!   (PAPER.md §2);
+//! - [`attacks`]: PGD (ℓ∞, ℓ2), FGSM, TRADES' inner maximisation (§3.3, §3.4);
 //! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
 //! - [`notebook`]: plots and tables for the evcxr notebooks;
 //! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
@@ -23,6 +24,7 @@ pub mod ops;
 
 pub use error::Error;
 pub mod activations;
+pub mod attacks;
 pub mod data;
 pub mod models;
 pub mod notebook;

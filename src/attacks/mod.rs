@@ -1,0 +1,230 @@
+//! Adversarial attacks (PAPER.md §3.3, §3.4, §4): PGD (ℓ∞, ℓ2) with the paper's defaults and its
+//! random-start quirk, FGSM, and TRADES' inner maximisation, on any model of the crate and any
+//! device. Attacks run the model in evaluation mode and restore its mode afterwards.
+//!
+//! Every attack takes an [`AttackModel`] (every [`crate::models::Classifier`] is one; tests use
+//! linear models, where the worst perturbation has a closed form), a clean batch `x` (pixels in
+//! `[0, 1]`) and labels, and returns adversarial images inside the ε-ball around `x` and inside
+//! `[0, 1]`.
+
+pub mod pgd;
+pub mod trades;
+
+pub use pgd::{fgsm, pgd, PgdConfig};
+pub use trades::{trades_adversary, TradesConfig};
+
+use dfdx::shapes::{Axes3, ConstDim, HasShape, Shape};
+use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{
+    BroadcastTo, ChooseFrom, SumTo, TryAdd, TryDiv, TryGt, TryLt, TryMul, TrySub,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal, Uniform};
+
+use crate::models::{Classifier, Mode};
+use crate::ops::{Backend, Elem};
+use crate::Error;
+
+/// The threat model's norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Norm {
+    /// ‖δ‖∞ ≤ ε: sign-gradient steps, clipping.
+    Linf,
+    /// ‖δ‖₂ ≤ ε (per image): normalised-gradient steps, rescaling.
+    L2,
+}
+
+/// A batch of images for model `M`: `(batch, H, W, C)`, pixels in `[0, 1]`.
+pub type Images<M, D> = Tensor<
+    (
+        usize,
+        <M as AttackModel<D>>::Height,
+        <M as AttackModel<D>>::Width,
+        <M as AttackModel<D>>::Channels,
+    ),
+    Elem,
+    D,
+>;
+
+/// What an attack needs from a model: logits with gradients to the input, and a way to put it
+/// in evaluation mode for the attack.
+pub trait AttackModel<D: Backend> {
+    type Height: ConstDim;
+    type Width: ConstDim;
+    type Channels: ConstDim;
+    type Classes: ConstDim;
+
+    /// Logits `(batch, classes)` of `x`, recorded on `x`'s tape.
+    #[allow(clippy::type_complexity)]
+    fn attack_logits<T: Tape<Elem, D>>(
+        &self,
+        x: Tensor<(usize, Self::Height, Self::Width, Self::Channels), Elem, D, T>,
+    ) -> Result<Tensor<(usize, Self::Classes), Elem, D, T>, D::Err>;
+
+    /// Switches to evaluation mode and returns the mode to restore (`None`: no modes).
+    fn enter_eval(&mut self) -> Option<Mode> {
+        None
+    }
+    /// Restores what [`AttackModel::enter_eval`] returned.
+    fn restore_mode(&mut self, _previous: Option<Mode>) {}
+}
+
+impl<M: Classifier<D>, D: Backend> AttackModel<D> for M {
+    type Height = M::Height;
+    type Width = M::Width;
+    type Channels = M::Channels;
+    type Classes = M::Classes;
+    fn attack_logits<T: Tape<Elem, D>>(
+        &self,
+        x: Tensor<(usize, Self::Height, Self::Width, Self::Channels), Elem, D, T>,
+    ) -> Result<Tensor<(usize, Self::Classes), Elem, D, T>, D::Err> {
+        self.try_logits(x)
+    }
+    fn enter_eval(&mut self) -> Option<Mode> {
+        let m = self.mode();
+        self.eval();
+        Some(m)
+    }
+    fn restore_mode(&mut self, previous: Option<Mode>) {
+        if let Some(m) = previous {
+            self.set_mode(m);
+        }
+    }
+}
+
+/// Runs `f` with `model` in evaluation mode, restoring its mode afterwards (also on error).
+pub(crate) fn in_eval_mode<M: AttackModel<D>, D: Backend, R>(
+    model: &mut M,
+    f: impl FnOnce(&M) -> R,
+) -> R {
+    let previous = model.enter_eval();
+    let r = f(model);
+    model.restore_mode(previous);
+    r
+}
+
+/// One-hot `(batch, classes)` targets from class indices; an index ≥ classes is an error.
+pub fn one_hot<C: ConstDim, D: Backend>(
+    dev: &D,
+    labels: &[usize],
+) -> Result<Tensor<(usize, C), Elem, D>, Error> {
+    let k = C::SIZE;
+    let mut v = vec![0.0; labels.len() * k];
+    for (i, &l) in labels.iter().enumerate() {
+        if l >= k {
+            return Err(Error::InvalidParameter {
+                name: "label",
+                value: l as f64,
+                reason: "label outside the model's classes",
+            });
+        }
+        v[i * k + l] = 1.0;
+    }
+    Ok(dev.tensor_from_vec(v, (labels.len(), C::default())))
+}
+
+pub(crate) fn device_err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Device(format!("{e:?}"))
+}
+
+/// Checks `eps ≥ 0`, `step ≥ 0` and finiteness.
+pub(crate) fn check_budget(eps: f64, step: f64) -> Result<(), Error> {
+    for (name, v) in [("eps", eps), ("step_size", step)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(Error::InvalidParameter {
+                name,
+                value: v,
+                reason: "must be finite and non-negative",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Host-side random tensors with a fixed seed, so an attack is reproducible on every device.
+pub(crate) struct Noise(StdRng);
+
+impl Noise {
+    pub(crate) fn new(seed: u64) -> Self {
+        Noise(StdRng::seed_from_u64(seed))
+    }
+    pub(crate) fn uniform<S: Shape, D: Backend>(
+        &mut self,
+        dev: &D,
+        shape: S,
+        lo: f32,
+        hi: f32,
+    ) -> Tensor<S, Elem, D> {
+        let d = Uniform::new_inclusive(lo, hi);
+        let v = (0..shape.num_elements())
+            .map(|_| d.sample(&mut self.0))
+            .collect();
+        dev.tensor_from_vec(v, shape)
+    }
+    pub(crate) fn normal<S: Shape, D: Backend>(&mut self, dev: &D, shape: S) -> Tensor<S, Elem, D> {
+        let v = (0..shape.num_elements())
+            .map(|_| StandardNormal.sample(&mut self.0))
+            .collect();
+        dev.tensor_from_vec(v, shape)
+    }
+    pub(crate) fn unit_interval(&mut self, n: usize) -> Vec<f32> {
+        let d = Uniform::new(0.0f32, 1.0);
+        (0..n).map(|_| d.sample(&mut self.0)).collect()
+    }
+}
+
+type Img<H, W, C, D> = Tensor<(usize, H, W, C), Elem, D>;
+
+/// sign(g) ∈ {−1, 0, 1}, element-wise, from dfdx comparisons (works on every device).
+pub(crate) fn sign<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
+    g: Img<H, W, C, D>,
+) -> Result<Img<H, W, C, D>, D::Err> {
+    let pos = g.try_gt(0.0)?;
+    let neg = g.try_lt(0.0)?;
+    let dev = g.device().clone();
+    let ones: Img<H, W, C, D> = dev.try_ones_like(g.shape())?;
+    let zeros: Img<H, W, C, D> = dev.try_zeros_like(g.shape())?;
+    pos.try_choose(ones.clone(), zeros.clone())?
+        .try_sub(neg.try_choose(ones, zeros)?)
+}
+
+/// Per-image ℓ2 norms `(batch,)` of `x`.
+pub(crate) fn l2_norms<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
+    x: &Img<H, W, C, D>,
+) -> Result<Tensor<(usize,), Elem, D>, D::Err> {
+    x.clone()
+        .try_square()?
+        .try_sum::<(usize,), Axes3<1, 2, 3>>()?
+        .try_sqrt()
+}
+
+/// `x / max(‖x‖₂, tiny)` per image (a zero image stays zero).
+pub(crate) fn l2_normalise<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
+    x: Img<H, W, C, D>,
+) -> Result<Img<H, W, C, D>, D::Err> {
+    let n = l2_norms(&x)?.try_add(1e-12)?;
+    let shape = *x.shape();
+    x.try_div(n.try_broadcast_like(&shape)?)
+}
+
+/// Projects `x_adv` onto the ε-ball around `x` (per image for ℓ2) and onto `[0, 1]`.
+pub(crate) fn project<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
+    x: &Img<H, W, C, D>,
+    x_adv: Img<H, W, C, D>,
+    norm: Norm,
+    eps: f32,
+) -> Result<Img<H, W, C, D>, D::Err> {
+    let delta = x_adv.try_sub(x.clone())?;
+    let delta = match norm {
+        Norm::Linf => delta.try_clamp(-eps, eps)?,
+        Norm::L2 => {
+            // δ · min(1, ε / ‖δ‖)
+            let n = l2_norms(&delta)?.try_add(1e-12)?;
+            let factor = n.try_recip()?.try_mul(eps)?.try_clamp(0.0, 1.0)?;
+            let shape = *delta.shape();
+            delta.try_mul(factor.try_broadcast_like(&shape)?)?
+        }
+    };
+    x.clone().try_add(delta)?.try_clamp(0.0, 1.0)
+}

@@ -1,0 +1,155 @@
+//! Projected gradient descent (PAPER.md §3.3; torchattacks' `PGD` / `PGDL2`) and FGSM.
+//!
+//! ℓ∞: start `x + U(−ε, ε)`, then `steps` times `x ← x + α·sign(∇ₓ CE)`, `δ = clip(x − x₀, −ε, ε)`,
+//! `x = clamp(x₀ + δ, 0, 1)`. ℓ2: start `x + r·ε·n/‖n‖` (n ~ N(0, I), r ~ U(0, 1) per image),
+//! steps along `∇/‖∇‖₂`, projection by rescaling δ to ‖δ‖₂ ≤ ε, then `[0, 1]`. The loss is the
+//! batch-mean cross-entropy. **The paper's quirk**: its random start is *not* clamped to `[0, 1]`
+//! before the first gradient (`clip_start = false` in [`PgdConfig::paper`]); set
+//! `clip_start = true` for torchattacks' behaviour. The model runs in evaluation mode; its mode is
+//! restored afterwards. The output always lies in the ε-ball and in `[0, 1]`.
+
+use dfdx::losses::cross_entropy_with_logits_loss;
+use dfdx::shapes::HasShape;
+use dfdx::tensor::Trace;
+use dfdx::tensor_ops::{Backward, BroadcastTo, TryAdd, TryMul};
+
+use super::{
+    check_budget, device_err, in_eval_mode, l2_normalise, one_hot, project, sign, AttackModel,
+    Images, Noise, Norm,
+};
+use crate::ops::Backend;
+use crate::Error;
+
+/// Settings of [`pgd`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PgdConfig {
+    pub norm: Norm,
+    /// Radius of the threat model (the paper writes 0.031 for ℓ∞, not 8/255 = 0.0314).
+    pub eps: f64,
+    /// Step size α.
+    pub step_size: f64,
+    /// Gradient steps.
+    pub steps: usize,
+    /// Start from a random point of the ε-ball (else from `x`).
+    pub random_start: bool,
+    /// Clamp the random start to `[0, 1]` before the first step (the paper's code does not).
+    pub clip_start: bool,
+    /// Seed of the random start.
+    pub seed: u64,
+}
+
+impl PgdConfig {
+    /// The paper's PGD-10 ℓ∞ (§3.3): ε 0.031, step 0.0078, 10 steps, random start not clamped.
+    pub fn paper() -> Self {
+        PgdConfig {
+            norm: Norm::Linf,
+            eps: 0.031,
+            step_size: 0.0078,
+            steps: 10,
+            random_start: true,
+            clip_start: false,
+            seed: 0,
+        }
+    }
+    /// The paper's ℓ2 settings (§3.7): ε 0.5, step 0.075, 10 steps; start clamped (torchattacks).
+    pub fn paper_l2() -> Self {
+        PgdConfig {
+            norm: Norm::L2,
+            eps: 0.5,
+            step_size: 0.075,
+            steps: 10,
+            random_start: true,
+            clip_start: true,
+            seed: 0,
+        }
+    }
+    /// Errors on a negative or non-finite ε or step.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_budget(self.eps, self.step_size)
+    }
+}
+
+/// PGD on `model` from the clean batch `x` with true classes `labels`: see the module docs.
+pub fn pgd<M: AttackModel<D>, D: Backend>(
+    model: &mut M,
+    x: &Images<M, D>,
+    labels: &[usize],
+    cfg: &PgdConfig,
+) -> Result<Images<M, D>, Error> {
+    cfg.validate()?;
+    if labels.len() != x.shape().0 {
+        return Err(Error::InvalidParameter {
+            name: "labels",
+            value: labels.len() as f64,
+            reason: "one label per image is needed",
+        });
+    }
+    let dev = x.device().clone();
+    let y = one_hot::<M::Classes, D>(&dev, labels)?;
+    let (eps, alpha) = (cfg.eps as f32, cfg.step_size as f32);
+    in_eval_mode(model, |m| -> Result<Images<M, D>, Error> {
+        let mut noise = Noise::new(cfg.seed);
+        let shape = *x.shape();
+        let mut adv = x.clone();
+        if cfg.random_start && eps > 0.0 {
+            let delta = match cfg.norm {
+                Norm::Linf => noise.uniform(&dev, shape, -eps, eps),
+                Norm::L2 => {
+                    let n = l2_normalise(noise.normal(&dev, shape)).map_err(device_err)?;
+                    let r: Vec<f32> = noise
+                        .unit_interval(shape.0)
+                        .into_iter()
+                        .map(|r| r * eps)
+                        .collect();
+                    let r = dev.tensor_from_vec(r, (shape.0,));
+                    n.try_mul(r.try_broadcast_like(&shape).map_err(device_err)?)
+                        .map_err(device_err)?
+                }
+            };
+            adv = adv.try_add(delta).map_err(device_err)?;
+            if cfg.clip_start {
+                adv = adv.try_clamp(0.0, 1.0).map_err(device_err)?;
+            }
+        }
+        for _ in 0..cfg.steps {
+            let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
+            let grads = cross_entropy_with_logits_loss(logits, y.clone())
+                .try_backward()
+                .map_err(device_err)?;
+            let g = grads.get(&adv);
+            let stepped = match cfg.norm {
+                Norm::Linf => sign(g).map_err(device_err)?,
+                Norm::L2 => l2_normalise(g).map_err(device_err)?,
+            }
+            .try_mul(alpha)
+            .map_err(device_err)?;
+            adv = project(x, adv.try_add(stepped).map_err(device_err)?, cfg.norm, eps)
+                .map_err(device_err)?;
+        }
+        // a start that was never stepped still has to be a valid adversarial example
+        project(x, adv, cfg.norm, eps).map_err(device_err)
+    })
+}
+
+/// FGSM: one signed gradient step of size ε from `x` (ℓ∞), clamped to `[0, 1]`.
+pub fn fgsm<M: AttackModel<D>, D: Backend>(
+    model: &mut M,
+    x: &Images<M, D>,
+    labels: &[usize],
+    eps: f64,
+) -> Result<Images<M, D>, Error> {
+    pgd(
+        model,
+        x,
+        labels,
+        &PgdConfig {
+            norm: Norm::Linf,
+            eps,
+            step_size: eps,
+            steps: 1,
+            random_start: false,
+            clip_start: true,
+            seed: 0,
+        },
+    )
+}

@@ -1,0 +1,97 @@
+//! TRADES' inner maximisation (PAPER.md §3.4; Zhang et al. 2019, the paper's `trades_loss`):
+//! start at `x + 0.001·N(0, I)`, then `steps` sign-gradient steps (ℓ∞; ℓ2: normalised-gradient
+//! steps of `2ε/steps`) on `KL(softmax(f(x)) ‖ softmax(f(x_adv)))`, projecting onto the ε-ball and
+//! `[0, 1]` after each. The clean distribution is a constant during the attack, so the
+//! soft-target cross-entropy `−Σ p_clean · log_softmax(f(x_adv))`, which differs from the KL by
+//! the entropy of `p_clean`, has the same gradient and no `0·log 0`.
+
+use dfdx::losses::cross_entropy_with_logits_loss;
+use dfdx::shapes::HasShape;
+use dfdx::tensor::Trace;
+use dfdx::tensor_ops::{Backward, TryAdd, TryMul};
+
+use super::{
+    check_budget, device_err, in_eval_mode, l2_normalise, project, sign, AttackModel, Images,
+    Noise, Norm,
+};
+use crate::ops::Backend;
+use crate::Error;
+
+/// Settings of [`trades_adversary`] (and the TRADES loss weight, used by training).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TradesConfig {
+    pub norm: Norm,
+    pub eps: f64,
+    /// Step size (ℓ∞). For ℓ2 the paper's code uses `2ε / steps`.
+    pub step_size: f64,
+    pub steps: usize,
+    /// Standard deviation of the Gaussian start (0.001).
+    pub start_std: f64,
+    /// β of the TRADES loss `CE + β·KL` (6.0 in every config of the paper).
+    pub beta: f64,
+    pub seed: u64,
+}
+
+impl TradesConfig {
+    /// The paper's TRADES (§3.4): ε 0.031, step 0.0078, 10 steps, start 0.001·N, β = 6.
+    pub fn paper() -> Self {
+        TradesConfig {
+            norm: Norm::Linf,
+            eps: 0.031,
+            step_size: 0.0078,
+            steps: 10,
+            start_std: 0.001,
+            beta: 6.0,
+            seed: 0,
+        }
+    }
+    /// Errors on negative or non-finite settings.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_budget(self.eps, self.step_size)?;
+        check_budget(self.start_std, self.beta)
+    }
+}
+
+/// The TRADES adversarial examples for the clean batch `x`: see the module docs.
+pub fn trades_adversary<M: AttackModel<D>, D: Backend>(
+    model: &mut M,
+    x: &Images<M, D>,
+    cfg: &TradesConfig,
+) -> Result<Images<M, D>, Error> {
+    cfg.validate()?;
+    let dev = x.device().clone();
+    let eps = cfg.eps as f32;
+    let step = match cfg.norm {
+        Norm::Linf => cfg.step_size as f32,
+        Norm::L2 => (2.0 * cfg.eps / cfg.steps.max(1) as f64) as f32,
+    };
+    in_eval_mode(model, |m| -> Result<Images<M, D>, Error> {
+        let p_clean = m
+            .attack_logits(x.clone())
+            .map_err(device_err)?
+            .try_softmax::<dfdx::shapes::Axis<1>>()
+            .map_err(device_err)?;
+        let mut noise = Noise::new(cfg.seed);
+        let start = noise
+            .normal(&dev, *x.shape())
+            .try_mul(cfg.start_std as f32)
+            .map_err(device_err)?;
+        let mut adv = x.clone().try_add(start).map_err(device_err)?;
+        for _ in 0..cfg.steps {
+            let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
+            let grads = cross_entropy_with_logits_loss(logits, p_clean.clone())
+                .try_backward()
+                .map_err(device_err)?;
+            let g = grads.get(&adv);
+            let stepped = match cfg.norm {
+                Norm::Linf => sign(g).map_err(device_err)?,
+                Norm::L2 => l2_normalise(g).map_err(device_err)?,
+            }
+            .try_mul(step)
+            .map_err(device_err)?;
+            adv = project(x, adv.try_add(stepped).map_err(device_err)?, cfg.norm, eps)
+                .map_err(device_err)?;
+        }
+        project(x, adv, cfg.norm, eps).map_err(device_err)
+    })
+}

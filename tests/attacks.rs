@@ -1,0 +1,332 @@
+//! Attacks (PAPER.md §3.3, §3.4): PGD (ℓ∞, ℓ2), FGSM and TRADES' inner maximisation.
+//!
+//! - On a linear classifier the worst perturbation has a closed form; PGD reaches it (margin
+//!   within 1e-3): ℓ∞ with the [0, 1] box, `x′ᵢ = clamp(xᵢ − ε·sign(vᵢ), 0, 1)`; ℓ2 away from the
+//!   box, `x′ = x − ε·v/‖v‖₂`, where `v = w_y − w_other` (two classes: the margin
+//!   `m(x) = v·x + c` is what cross-entropy ascent lowers).
+//! - Every output lies in the ε-ball and in [0, 1] (random models, inputs, settings).
+//! - The attacks raise the loss; the model's mode is restored; the paper's unclamped random start
+//!   is what the model sees first (and `clip_start` clamps it).
+//! - Invalid settings are errors.
+
+use std::cell::RefCell;
+
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use robust_paf::activations::Relu;
+use robust_paf::attacks::{
+    fgsm, pgd, trades_adversary, AttackModel, Norm, PgdConfig, TradesConfig,
+};
+use robust_paf::models::{Classifier, Mode, ResNet18};
+
+const P: usize = 8;
+type X = Tensor<(usize, Const<1>, Const<1>, Const<P>), f32, Cpu>;
+
+/// `logits = W·x + b` on 8 "pixels"; records the smallest input value of every call.
+struct Linear<const K: usize> {
+    w: Tensor<Rank2<K, P>, f32, Cpu>,
+    b: Tensor<Rank1<K>, f32, Cpu>,
+    seen_min: RefCell<Vec<f32>>,
+}
+
+impl<const K: usize> Linear<K> {
+    fn random(rng: &mut StdRng) -> Self {
+        let dev = Cpu::default();
+        let w: Vec<f32> = (0..K * P).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..K).map(|_| rng.gen_range(-0.5..0.5)).collect();
+        Linear {
+            w: dev.tensor_from_vec(w, (Const, Const)),
+            b: dev.tensor_from_vec(b, (Const,)),
+            seen_min: RefCell::new(Vec::new()),
+        }
+    }
+    fn logits(&self, x: &X) -> Vec<f32> {
+        self.attack_logits(x.clone()).unwrap().as_vec()
+    }
+    /// Mean cross-entropy of `x` with `labels`.
+    fn loss(&self, x: &X, labels: &[usize]) -> f64 {
+        let l = self.logits(x);
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                let row = &l[i * K..(i + 1) * K];
+                let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+                let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+                lse - row[y] as f64
+            })
+            .sum::<f64>()
+            / labels.len() as f64
+    }
+}
+
+impl<const K: usize> AttackModel<Cpu> for Linear<K> {
+    type Height = Const<1>;
+    type Width = Const<1>;
+    type Channels = Const<P>;
+    type Classes = Const<K>;
+    fn attack_logits<T: Tape<f32, Cpu>>(
+        &self,
+        x: Tensor<(usize, Const<1>, Const<1>, Const<P>), f32, Cpu, T>,
+    ) -> Result<Tensor<(usize, Const<K>), f32, Cpu, T>, CpuError> {
+        let n = x.shape().0;
+        self.seen_min
+            .borrow_mut()
+            .push(x.as_vec().into_iter().fold(f32::MAX, f32::min));
+        let x = x.try_reshape_like(&(n, Const::<P>))?;
+        let wt = self.w.retaped::<T>().try_permute::<_, Axes2<1, 0>>()?;
+        let b = self.b.retaped::<T>().try_broadcast_like(&(n, Const::<K>))?;
+        x.try_matmul(wt)?.try_add(b)
+    }
+}
+
+fn batch(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> X {
+    let v: Vec<f32> = (0..n * P).map(|_| rng.gen_range(lo..hi)).collect();
+    Cpu::default().tensor_from_vec(v, (n, Const, Const, Const))
+}
+
+/// Max over images of ‖x′ − x‖ (ℓ∞ or per-image ℓ2), and whether every value is in [0, 1].
+fn budget(x: &X, adv: &X, norm: Norm) -> (f64, bool) {
+    let (a, b) = (x.as_vec(), adv.as_vec());
+    let in_box = b.iter().all(|v| (0.0..=1.0).contains(v) && v.is_finite());
+    let worst = a
+        .chunks(P)
+        .zip(b.chunks(P))
+        .map(|(a, b)| {
+            let d = a.iter().zip(b).map(|(a, b)| (*b - *a) as f64);
+            match norm {
+                Norm::Linf => d.fold(0.0f64, |m, v| m.max(v.abs())),
+                Norm::L2 => d.map(|v| v * v).sum::<f64>().sqrt(),
+            }
+        })
+        .fold(0.0, f64::max);
+    (worst, in_box)
+}
+
+/// Margin `logit_y − logit_other` of a two-class model, per image.
+fn margins(m: &Linear<2>, x: &X, labels: &[usize]) -> Vec<f64> {
+    let l = m.logits(x);
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| (l[2 * i + y] - l[2 * i + 1 - y]) as f64)
+        .collect()
+}
+
+#[test]
+fn pgd_linf_reaches_the_closed_form_on_a_linear_model() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for trial in 0..5 {
+        let mut m = Linear::<2>::random(&mut rng);
+        let x = batch(&mut rng, 6, 0.0, 1.0);
+        let labels: Vec<usize> = (0..6).map(|i| (i + trial) % 2).collect();
+        let eps = 0.1;
+        for random_start in [false, true] {
+            let cfg = PgdConfig {
+                norm: Norm::Linf,
+                eps,
+                step_size: eps / 4.0,
+                steps: 20,
+                random_start,
+                clip_start: false,
+                seed: trial as u64,
+            };
+            let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
+            // closed form: x′ᵢ = clamp(xᵢ − ε·sign(vᵢ), 0, 1), v = w_y − w_other
+            let w = m.w.as_vec();
+            let xs = x.as_vec();
+            let mut best = Vec::new();
+            for (i, &y) in labels.iter().enumerate() {
+                for j in 0..P {
+                    let v = w[y * P + j] - w[(1 - y) * P + j];
+                    best.push((xs[i * P + j] - eps as f32 * v.signum()).clamp(0.0, 1.0));
+                }
+            }
+            let best = Cpu::default().tensor_from_vec(best, (6, Const, Const, Const));
+            let (got, want) = (margins(&m, &adv, &labels), margins(&m, &best, &labels));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-3, "margin {g} vs closed form {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pgd_l2_reaches_the_closed_form_on_a_linear_model() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for trial in 0..5 {
+        let mut m = Linear::<2>::random(&mut rng);
+        // inside the box by more than ε: the box is inactive
+        let x = batch(&mut rng, 4, 0.35, 0.65);
+        let labels: Vec<usize> = (0..4).map(|i| (i + trial) % 2).collect();
+        let eps = 0.2;
+        let cfg = PgdConfig {
+            norm: Norm::L2,
+            eps,
+            step_size: eps / 4.0,
+            steps: 20,
+            random_start: false,
+            clip_start: true,
+            seed: 0,
+        };
+        let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
+        let w = m.w.as_vec();
+        let before = margins(&m, &x, &labels);
+        for ((i, &y), (g, m0)) in labels
+            .iter()
+            .enumerate()
+            .zip(margins(&m, &adv, &labels).iter().zip(&before))
+        {
+            let v: Vec<f64> = (0..P)
+                .map(|j| (w[y * P + j] - w[(1 - y) * P + j]) as f64)
+                .collect();
+            let norm_v = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            let want = m0 - eps * norm_v; // x′ = x − ε v/‖v‖
+            assert!((g - want).abs() < 1e-3, "image {i}: margin {g} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn every_attack_stays_in_the_ball_and_the_box() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for trial in 0..20u64 {
+        let mut m = Linear::<3>::random(&mut rng);
+        let n = rng.gen_range(1..6);
+        let x = batch(&mut rng, n, 0.0, 1.0);
+        let labels: Vec<usize> = (0..n).map(|_| rng.gen_range(0..3)).collect();
+        let eps = rng.gen_range(0.0..0.5);
+        for norm in [Norm::Linf, Norm::L2] {
+            let cfg = PgdConfig {
+                norm,
+                eps,
+                step_size: rng.gen_range(0.0..0.3),
+                steps: rng.gen_range(0..6),
+                random_start: rng.gen_bool(0.7),
+                clip_start: rng.gen_bool(0.5),
+                seed: trial,
+            };
+            let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
+            let (d, in_box) = budget(&x, &adv, norm);
+            assert!(in_box, "{cfg:?}");
+            assert!(d <= eps * (1.0 + 1e-5) + 1e-6, "{cfg:?}: {d} > {eps}");
+            let t = TradesConfig {
+                norm,
+                eps,
+                step_size: cfg.step_size,
+                steps: cfg.steps,
+                seed: trial,
+                ..TradesConfig::paper()
+            };
+            let adv = trades_adversary(&mut m, &x, &t).unwrap();
+            let (d, in_box) = budget(&x, &adv, norm);
+            assert!(in_box && d <= eps * (1.0 + 1e-5) + 1e-6, "{t:?}: {d}");
+        }
+        let adv = fgsm(&mut m, &x, &labels, eps).unwrap();
+        let (d, in_box) = budget(&x, &adv, Norm::Linf);
+        assert!(in_box && d <= eps + 1e-6);
+    }
+}
+
+#[test]
+fn attacks_raise_the_loss() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut m = Linear::<3>::random(&mut rng);
+    let x = batch(&mut rng, 8, 0.2, 0.8);
+    let labels: Vec<usize> = (0..8).map(|i| i % 3).collect();
+    let clean = m.loss(&x, &labels);
+    let pgd_adv = pgd(&mut m, &x, &labels, &PgdConfig::paper()).unwrap();
+    let l2_adv = pgd(&mut m, &x, &labels, &PgdConfig::paper_l2()).unwrap();
+    let f_adv = fgsm(&mut m, &x, &labels, 0.031).unwrap();
+    for (name, adv) in [("PGD", pgd_adv), ("PGD-ℓ2", l2_adv), ("FGSM", f_adv)] {
+        let l = m.loss(&adv, &labels);
+        assert!(l > clean + 1e-3, "{name}: {l} <= clean {clean}");
+    }
+    // TRADES moves the prediction away from the clean one: KL(p_clean ‖ p_adv) > 0
+    let t = trades_adversary(&mut m, &x, &TradesConfig::paper()).unwrap();
+    let (pc, pa) = (m.logits(&x), m.logits(&t));
+    let kl: f64 = pc
+        .chunks(3)
+        .zip(pa.chunks(3))
+        .map(|(a, b)| {
+            let sm = |r: &[f32]| {
+                let e: Vec<f64> = r.iter().map(|v| (*v as f64).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(|v| v / s).collect::<Vec<_>>()
+            };
+            let (p, q) = (sm(a), sm(b));
+            p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum::<f64>()
+        })
+        .sum();
+    assert!(kl > 1e-4, "TRADES KL {kl}");
+}
+
+#[test]
+fn the_paper_random_start_is_not_clamped_before_the_first_step() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut m = Linear::<2>::random(&mut rng);
+    let x = batch(&mut rng, 4, 0.0, 1e-9); // ~0: half the start is negative
+    let labels = [0, 1, 0, 1];
+    let mut cfg = PgdConfig::paper();
+    pgd(&mut m, &x, &labels, &cfg).unwrap();
+    let first = m.seen_min.borrow()[0];
+    assert!(
+        first < 0.0,
+        "the paper's start reaches the model unclamped ({first})"
+    );
+    m.seen_min.borrow_mut().clear();
+    cfg.clip_start = true;
+    let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
+    assert!(m.seen_min.borrow().iter().all(|&v| v >= 0.0));
+    assert!(
+        adv.as_vec().iter().all(|&v| v >= 0.0),
+        "the output is clamped either way"
+    );
+}
+
+#[test]
+fn invalid_settings_are_errors_not_panics() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut m = Linear::<2>::random(&mut rng);
+    let x = batch(&mut rng, 2, 0.0, 1.0);
+    let mut cfg = PgdConfig::paper();
+    cfg.eps = -0.1;
+    assert!(pgd(&mut m, &x, &[0, 1], &cfg).is_err());
+    cfg.eps = f64::NAN;
+    assert!(pgd(&mut m, &x, &[0, 1], &cfg).is_err());
+    assert!(
+        pgd(&mut m, &x, &[0], &PgdConfig::paper()).is_err(),
+        "label count"
+    );
+    assert!(
+        pgd(&mut m, &x, &[0, 2], &PgdConfig::paper()).is_err(),
+        "label 2 of 2 classes"
+    );
+    let mut t = TradesConfig::paper();
+    t.step_size = -1.0;
+    assert!(trades_adversary(&mut m, &x, &t).is_err());
+}
+
+#[test]
+fn pgd_on_resnet18_restores_train_mode_and_raises_the_loss() {
+    let dev = Cpu::seed_from_u64(0);
+    let mut model = ResNet18::<Relu<Cpu>, Cpu>::new(&dev);
+    model.train();
+    let x: Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Cpu> =
+        dev.sample_uniform_like(&(2, Const, Const, Const));
+    let labels = [3, 7];
+    let y = robust_paf::attacks::one_hot::<Const<10>, Cpu>(&dev, &labels).unwrap();
+    let mut cfg = PgdConfig::paper();
+    cfg.steps = 3;
+    let adv = pgd(&mut model, &x, &labels, &cfg).unwrap();
+    assert_eq!(model.mode(), Mode::Train, "mode restored");
+    model.eval();
+    let loss = |t: &Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Cpu>| {
+        cross_entropy_with_logits_loss(model.logits(t.clone()), y.clone()).array()
+    };
+    assert!(loss(&adv) > loss(&x), "{} <= {}", loss(&adv), loss(&x));
+    let (a, b) = (x.as_vec(), adv.as_vec());
+    assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() <= 0.031 + 1e-6));
+    assert!(b.iter().all(|v| (0.0..=1.0).contains(v)));
+}
