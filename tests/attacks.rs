@@ -330,3 +330,148 @@ fn pgd_on_resnet18_restores_train_mode_and_raises_the_loss() {
     assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() <= 0.031 + 1e-6));
     assert!(b.iter().all(|v| (0.0..=1.0).contains(v)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// APGD
+
+use robust_paf::attacks::apgd::checkpoints;
+use robust_paf::attacks::{apgd, ApgdConfig, ApgdLoss};
+
+/// The published checkpoints `w_j = ⌈p_j·N⌉`, `p_0 = 0`, `p_1 = 0.22`,
+/// `p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)` (Croce & Hein 2020, §3.1), computed here in
+/// exact decimal steps: for N = 100, p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99.
+#[test]
+fn apgd_checkpoints_follow_the_published_formula() {
+    fn published(n: usize) -> Vec<usize> {
+        // in hundredths, to stay exact
+        let (mut prev, mut p) = (0i64, 22i64);
+        let mut out = Vec::new();
+        while p <= 100 {
+            out.push((p as usize * n).div_ceil(100));
+            let next = p + (p - prev - 3).max(6);
+            prev = p;
+            p = next;
+        }
+        out
+    }
+    assert_eq!(checkpoints(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
+    assert_eq!(checkpoints(100), published(100));
+    assert_eq!(checkpoints(1000), published(1000));
+    assert_eq!(checkpoints(200), published(200));
+}
+
+#[test]
+fn apgd_reaches_the_linf_closed_form_and_reports_robustness() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for trial in 0..3 {
+        let mut m = Linear::<2>::random(&mut rng);
+        let x = batch(&mut rng, 6, 0.0, 1.0);
+        let labels: Vec<usize> = (0..6).map(|i| (i + trial) % 2).collect();
+        // attack only images the model gets right: label = its own prediction
+        let l = m.logits(&x);
+        let labels: Vec<usize> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if l[2 * i] > l[2 * i + 1] { 0 } else { 1 })
+            .collect();
+        let eps = 0.05;
+        let mut cfg = ApgdConfig::ce(Norm::Linf, eps);
+        cfg.n_iter = 50;
+        let (adv, robust) = apgd(&mut m, &x, &labels, &cfg).unwrap();
+        let (d, in_box) = budget(&x, &adv, Norm::Linf);
+        assert!(in_box && d <= eps + 1e-6);
+        // closed-form minimal margin: robust exactly when it stays positive
+        let w = m.w.as_vec();
+        let xs = x.as_vec();
+        let mut best = Vec::new();
+        for (i, &y) in labels.iter().enumerate() {
+            for j in 0..P {
+                let v = w[y * P + j] - w[(1 - y) * P + j];
+                best.push((xs[i * P + j] - eps as f32 * v.signum()).clamp(0.0, 1.0));
+            }
+        }
+        let best = Cpu::default().tensor_from_vec(best, (6, Const, Const, Const));
+        let want = margins(&m, &best, &labels);
+        for (i, w) in want.iter().enumerate() {
+            if w.abs() > 1e-3 {
+                assert_eq!(robust[i], *w > 0.0, "image {i}: closed-form margin {w}");
+            }
+        }
+        // a fooled image's returned point has a non-positive margin
+        let got = margins(&m, &adv, &labels);
+        for i in 0..6 {
+            if !robust[i] {
+                assert!(
+                    got[i] <= 1e-6,
+                    "image {i} reported fooled at margin {}",
+                    got[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn apgd_ce_and_targeted_raise_the_loss_and_stay_in_the_ball() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut m = Linear::<5>::random(&mut rng);
+    let x = batch(&mut rng, 6, 0.1, 0.9);
+    let l = m.logits(&x);
+    let labels: Vec<usize> = (0..6)
+        .map(|i| {
+            let row = &l[5 * i..5 * i + 5];
+            (0..5).fold(0, |b, j| if row[j] > row[b] { j } else { b })
+        })
+        .collect();
+    for (loss, norm, eps) in [
+        (ApgdLoss::Ce, Norm::Linf, 0.02),
+        (ApgdLoss::DlrTargeted, Norm::Linf, 0.02),
+        (ApgdLoss::Ce, Norm::L2, 0.1),
+        (ApgdLoss::Dlr, Norm::L2, 0.1),
+    ] {
+        let mut cfg = ApgdConfig::ce(norm, eps);
+        cfg.loss = loss;
+        cfg.n_iter = 20;
+        cfg.n_target_classes = 3;
+        let (adv, robust) = apgd(&mut m, &x, &labels, &cfg).unwrap();
+        let (d, in_box) = budget(&x, &adv, norm);
+        assert!(
+            in_box && d <= eps * (1.0 + 1e-5) + 1e-6,
+            "{loss:?} {norm:?}: {d}"
+        );
+        let pred = m.logits(&adv);
+        for i in 0..6 {
+            let row = &pred[5 * i..5 * i + 5];
+            let p = (0..5).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            assert_eq!(
+                robust[i],
+                p == labels[i],
+                "{loss:?}: robust flag of image {i}"
+            );
+        }
+        // against a fixed-step PGD of the same budget, APGD finds at least as many
+        let mut pgd_cfg = PgdConfig::paper();
+        pgd_cfg.norm = norm;
+        pgd_cfg.eps = eps;
+        pgd_cfg.step_size = eps / 4.0;
+        pgd_cfg.steps = 20;
+        let p = pgd(&mut m, &x, &labels, &pgd_cfg).unwrap();
+        let pl = m.logits(&p);
+        let pgd_fooled = (0..6)
+            .filter(|&i| {
+                let row = &pl[5 * i..5 * i + 5];
+                (0..5).fold(0, |b, j| if row[j] > row[b] { j } else { b }) != labels[i]
+            })
+            .count();
+        let apgd_fooled = robust.iter().filter(|r| !**r).count();
+        if loss == ApgdLoss::Ce {
+            assert!(
+                apgd_fooled >= pgd_fooled,
+                "{norm:?}: APGD {apgd_fooled} < PGD {pgd_fooled}"
+            );
+        }
+    }
+    let mut cfg = ApgdConfig::ce(Norm::Linf, 0.03);
+    cfg.rho = 2.0;
+    assert!(apgd(&mut m, &x, &labels, &cfg).is_err());
+}

@@ -7,9 +7,11 @@
 //! `[0, 1]`) and labels, and returns adversarial images inside the ε-ball around `x` and inside
 //! `[0, 1]`.
 
+pub mod apgd;
 pub mod pgd;
 pub mod trades;
 
+pub use apgd::{apgd, ApgdConfig, ApgdLoss};
 pub use pgd::{fgsm, pgd, PgdConfig};
 pub use trades::{trades_adversary, TradesConfig};
 
@@ -227,4 +229,75 @@ pub(crate) fn project<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
         }
     };
     x.clone().try_add(delta)?.try_clamp(0.0, 1.0)
+}
+
+/// One forward and backward pass on host images: the logits `(n × classes)`, the per-image loss
+/// and `∂(Σᵢ Lᵢ)/∂x`, for any loss whose logit gradient `loss(i, logits_i) -> (Lᵢ, ∂Lᵢ/∂logits_i)`
+/// is computed on the host. The backward pass runs `Σ logits ⊙ C` with `C = ∂L/∂logits`, so one
+/// forward pass serves the loss, its gradient and the success check.
+#[allow(clippy::type_complexity)]
+pub(crate) fn logits_loss_grad<M: AttackModel<D>, D: Backend>(
+    m: &M,
+    dev: &D,
+    x: &[f32],
+    n: usize,
+    loss: impl Fn(usize, &[f32]) -> (f64, Vec<f32>),
+) -> Result<(Vec<f32>, Vec<f64>, Vec<f32>), Error> {
+    use dfdx::shapes::Rank0;
+    use dfdx::tensor::Trace;
+    use dfdx::tensor_ops::Backward;
+    let shape = (
+        n,
+        M::Height::default(),
+        M::Width::default(),
+        M::Channels::default(),
+    );
+    let xt: Tensor<_, Elem, D> = dev.tensor_from_vec(x.to_vec(), shape);
+    let logits = m.attack_logits(xt.leaky_trace()).map_err(device_err)?;
+    let lv = logits.as_vec();
+    let k = M::Classes::SIZE;
+    let mut losses = Vec::with_capacity(n);
+    let mut c = Vec::with_capacity(n * k);
+    for i in 0..n {
+        let (l, g) = loss(i, &lv[i * k..(i + 1) * k]);
+        losses.push(l);
+        c.extend(g);
+    }
+    let ct = dev.tensor_from_vec(c, *logits.shape());
+    let grads = logits
+        .try_mul(ct)
+        .map_err(device_err)?
+        .try_sum::<Rank0, _>()
+        .map_err(device_err)?
+        .try_backward()
+        .map_err(device_err)?;
+    Ok((lv, losses, grads.get(&xt).as_vec()))
+}
+
+/// Logits of host images, no gradient.
+pub(crate) fn logits_of<M: AttackModel<D>, D: Backend>(
+    m: &M,
+    dev: &D,
+    x: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, Error> {
+    let shape = (
+        n,
+        M::Height::default(),
+        M::Width::default(),
+        M::Channels::default(),
+    );
+    let xt: Tensor<_, Elem, D> = dev.tensor_from_vec(x.to_vec(), shape);
+    Ok(m.attack_logits(xt).map_err(device_err)?.as_vec())
+}
+
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
 }
