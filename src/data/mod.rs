@@ -6,7 +6,11 @@
 //! batches become `[0, 1]` float tensors in the crate's NHWC layout (no normalisation, §3.1).
 
 pub mod error;
+pub mod folder;
 pub mod images;
+pub mod npz;
 
 pub use error::DataError;
+pub use folder::{decode_png, ImageFolder};
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+pub use npz::{load_npz, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES};
