@@ -120,6 +120,8 @@ fn stored_npz_random_access_with_u8_labels() {
         px(1, 2, IMAGE_BYTES - 1)
     );
     assert!(s.image(5).is_none());
+    assert!(s.image(usize::MAX).is_none());
+    assert!(s.read(usize::MAX, &mut out).is_err());
     assert!(matches!(
         s.read(5, &mut out),
         Err(DataError::Invalid { .. })
@@ -555,6 +557,7 @@ fn concat_source_reads_across_the_boundary() {
     assert_eq!(out[5], px(20, 3, 5));
     assert_eq!(c.locate(3), Some((1, 0)));
     assert!(c.read(7, &mut out).is_err());
+    assert!(c.read(usize::MAX, &mut out).is_err());
     // mixed sources, an empty part in the middle, and a class-count mismatch
     let empty = dir.join("empty.npz");
     write_npz(
@@ -608,6 +611,7 @@ fn image_folder_round_trip() {
         .collect();
     write_png(&root.join("cat/c.PNG"), 32, 4, &rgba);
     std::fs::write(root.join("cat/notes.txt"), "ignored").unwrap();
+    std::fs::write(root.join("cat/€€"), "ignored, non-ASCII name").unwrap();
     // dog: one grey image
     let grey: Vec<u8> = (0..32 * 32).map(|k| (k % 256) as u8).collect();
     write_png(&root.join("dog/0001.png"), 32, 1, &grey);

@@ -488,17 +488,18 @@ impl Archive {
             if f.encrypted() {
                 return Err(DataError::format(path, format!("{name} is encrypted")));
             }
-            let deflated =
-                match f.compression() {
-                    CompressionMethod::Stored => false,
-                    CompressionMethod::Deflated => true,
-                    m => return Err(DataError::format(
+            let deflated = match f.compression() {
+                CompressionMethod::Stored => false,
+                CompressionMethod::Deflated => true,
+                m => {
+                    return Err(DataError::format(
                         path,
                         format!(
                             "{name} is compressed with {m}; only stored and deflate are supported"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let m = Member {
                 name: name.to_string(),
                 deflated,
@@ -914,6 +915,9 @@ impl NpzImages {
 
     /// Image `i` (HWC bytes, borrowed from the mapping), `None` if `i >= len()`.
     pub fn image(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.labels.len() {
+            return None;
+        }
         let map = self.map.as_ref()?;
         map.get(i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES)
     }
