@@ -7,9 +7,13 @@
 
 pub mod augment;
 pub mod error;
+pub mod folder;
 pub mod images;
 pub mod loader;
+pub mod npz;
 
 pub use error::DataError;
+pub use folder::{decode_png, ImageFolder};
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 pub use loader::{HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
+pub use npz::{load_npz, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES};
