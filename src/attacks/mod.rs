@@ -9,10 +9,12 @@
 
 pub mod apgd;
 pub mod pgd;
+pub mod square;
 pub mod trades;
 
 pub use apgd::{apgd, ApgdConfig, ApgdLoss};
 pub use pgd::{fgsm, pgd, PgdConfig};
+pub use square::{square, SquareConfig};
 pub use trades::{trades_adversary, TradesConfig};
 
 use dfdx::shapes::{Axes3, ConstDim, HasShape, Shape};
