@@ -6,12 +6,19 @@
 //! batches become `[0, 1]` float tensors in the crate's NHWC layout (no normalisation, §3.1).
 
 pub mod augment;
+pub mod cifar;
+pub mod download;
 pub mod error;
 pub mod folder;
 pub mod images;
 pub mod loader;
 pub mod npz;
 
+pub use cifar::{
+    load_cifar, load_cifar10, load_cifar100, load_cifar100_coarse, Cifar, CifarVariant,
+    CIFAR100_FOLDER, CIFAR10_FOLDER,
+};
+pub use download::{download_and_extract, download_cifar10, download_cifar100};
 pub use error::DataError;
 pub use folder::{decode_png, ImageFolder};
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
