@@ -6,7 +6,9 @@
 //! batches become `[0, 1]` float tensors in the crate's NHWC layout (no normalisation, §3.1).
 
 pub mod error;
+pub mod fashion_mnist;
 pub mod images;
 
 pub use error::DataError;
+pub use fashion_mnist::FashionMnist;
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
