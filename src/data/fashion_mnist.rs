@@ -464,3 +464,42 @@ pub fn first_per_class(labels: &[u8], per_class: usize) -> Vec<usize> {
         .map(|(i, _)| i)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_per_class_keeps_file_order() {
+        let labels = [3, 1, 3, 3, 1, 0, 1, 3];
+        assert_eq!(first_per_class(&labels, 2), vec![0, 1, 2, 4, 5]);
+        assert_eq!(first_per_class(&labels, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn pad_image_places_grey_in_the_centre_of_all_channels() {
+        let grey: Vec<u8> = (0..SIDE * SIDE).map(|i| (i % 200 + 1) as u8).collect();
+        let mut out = vec![9u8; IMAGE_BYTES];
+        pad_image(&grey, &mut out);
+        let at = |r: usize, c: usize, ch: usize| out[(r * IMAGE_SIZE + c) * CHANNELS + ch];
+        for r in 0..IMAGE_SIZE {
+            for c in 0..IMAGE_SIZE {
+                let inside = (PAD..PAD + SIDE).contains(&r) && (PAD..PAD + SIDE).contains(&c);
+                let want = if inside {
+                    grey[(r - PAD) * SIDE + c - PAD]
+                } else {
+                    0
+                };
+                for ch in 0..CHANNELS {
+                    assert_eq!(at(r, c, ch), want, "({r}, {c}, {ch})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_data_parses() {
+        let fm = FashionMnist::embedded().unwrap();
+        assert_eq!((fm.train.len(), fm.test.len()), (2000, 1000));
+    }
+}
