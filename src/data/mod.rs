@@ -10,6 +10,7 @@ pub mod cifar;
 pub mod download;
 pub mod error;
 pub mod folder;
+pub mod fashion_mnist;
 pub mod images;
 pub mod loader;
 pub mod npz;
@@ -21,6 +22,7 @@ pub use cifar::{
 pub use download::{download_and_extract, download_cifar10, download_cifar100};
 pub use error::DataError;
 pub use folder::{decode_png, ImageFolder};
+pub use fashion_mnist::FashionMnist;
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 pub use loader::{HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
 pub use npz::{load_npz, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES};
