@@ -24,6 +24,10 @@ pub enum Error {
     /// An error of the dfdx device (allocation, ...).
     #[error("device error: {0}")]
     Device(String),
+    /// Long work stopped at the user's request (see `progress::Progress::cancelled`); what it saved
+    /// lets a later call resume.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Writing a plot or a result file failed.
     #[error("i/o error: {0}")]
     Io(String),

@@ -12,6 +12,7 @@
 //! - [`models`]: CIFAR ResNet-18, pre-activation WideResNet, ImageNet-stem ResNet-18, VGG-16-BN
 //!   (PAPER.md §2);
 //! - [`attacks`]: PGD (ℓ∞, ℓ2), FGSM, TRADES' inner maximisation (§3.3, §3.4);
+//! - [`eval`]: AutoAttack's protocol, `evaluate`, the shape-ablation metrics (§4);
 //! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
 //! - [`notebook`]: plots and tables for the evcxr notebooks;
 //! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
@@ -26,6 +27,8 @@ pub use error::Error;
 pub mod activations;
 pub mod attacks;
 pub mod data;
+pub mod eval;
 pub mod models;
 pub mod notebook;
+pub mod progress;
 pub mod train;

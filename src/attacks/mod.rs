@@ -98,10 +98,7 @@ impl<M: Classifier<D>, D: Backend> AttackModel<D> for M {
 }
 
 /// Runs `f` with `model` in evaluation mode, restoring its mode afterwards (also on error).
-pub(crate) fn in_eval_mode<M: AttackModel<D>, D: Backend, R>(
-    model: &mut M,
-    f: impl FnOnce(&M) -> R,
-) -> R {
+pub fn in_eval_mode<M: AttackModel<D>, D: Backend, R>(model: &mut M, f: impl FnOnce(&M) -> R) -> R {
     let previous = model.enter_eval();
     let r = f(model);
     model.restore_mode(previous);
@@ -132,8 +129,8 @@ pub(crate) fn device_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Device(format!("{e:?}"))
 }
 
-/// Checks `eps ≥ 0`, `step ≥ 0` and finiteness.
-pub(crate) fn check_budget(eps: f64, step: f64) -> Result<(), Error> {
+/// Checks `eps ≥ 0`, `step ≥ 0` and finiteness (an error names the offending value).
+pub fn check_budget(eps: f64, step: f64) -> Result<(), Error> {
     for (name, v) in [("eps", eps), ("step_size", step)] {
         if !v.is_finite() || v < 0.0 {
             return Err(Error::InvalidParameter {
@@ -277,7 +274,7 @@ pub(crate) fn logits_loss_grad<M: AttackModel<D>, D: Backend>(
 }
 
 /// Logits of host images, no gradient.
-pub(crate) fn logits_of<M: AttackModel<D>, D: Backend>(
+pub fn logits_of<M: AttackModel<D>, D: Backend>(
     m: &M,
     dev: &D,
     x: &[f32],
@@ -294,7 +291,7 @@ pub(crate) fn logits_of<M: AttackModel<D>, D: Backend>(
 }
 
 /// Index of the largest value (the first on ties).
-pub(crate) fn argmax(v: &[f32]) -> usize {
+pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {

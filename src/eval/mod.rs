@@ -1,0 +1,9 @@
+//! Evaluation (PAPER.md §4): clean accuracy, PGD and AutoAttack robust accuracy
+//! ([`evaluate`] → [`EvalReport`], with a RobustBench-style `model_info` record), AutoAttack's
+//! protocol ([`autoattack`]) and the shape-ablation metrics ([`shape_metrics`]).
+
+pub mod autoattack;
+
+pub use autoattack::{
+    run_autoattack, AaVersion, AutoAttackConfig, AutoAttackReport, AutoAttackState,
+};
