@@ -170,3 +170,141 @@ fn bad_inputs_are_errors() {
     x[3] = f32::NAN;
     assert!(run_autoattack(&mut m, &dev, &x, &y, &cfg, None, &mut Silent).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shape-ablation metrics (PAPER.md §4): on a two-class linear model, away from the [0, 1] box,
+// the minimal ℓ∞ radius is `r* = margin / ‖v‖₁` (v = w_y − w_other) and PGD from x without a
+// random start moves every pixel by −ε·sign(vⱼ).
+
+use robust_paf::eval::{average_radius, empirical_lipschitz, square_success_rate, RadiusConfig};
+
+struct Linear2 {
+    w: Tensor<Rank2<2, P>, f32, Cpu>,
+}
+
+impl AttackModel<Cpu> for Linear2 {
+    type Height = Const<1>;
+    type Width = Const<1>;
+    type Channels = Const<P>;
+    type Classes = Const<2>;
+    fn attack_logits<T: Tape<f32, Cpu>>(
+        &self,
+        x: Tensor<(usize, Const<1>, Const<1>, Const<P>), f32, Cpu, T>,
+    ) -> Result<Tensor<(usize, Const<2>), f32, Cpu, T>, CpuError> {
+        let n = x.shape().0;
+        // logits = W·(x − 0.5): the decision boundary passes through the middle of the box
+        let x = x.try_reshape_like(&(n, Const::<P>))?.try_sub(0.5)?;
+        x.try_matmul(self.w.retaped::<T>().try_permute::<_, Axes2<1, 0>>()?)
+    }
+}
+
+/// A model, images in [0.25, 0.75] within ≈ 0.12 of its boundary, labels = predictions, and
+/// each image's r*.
+fn linear_case(seed: u64, n: usize) -> (Linear2, Vec<f32>, Vec<usize>, Vec<f64>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let w: Vec<f32> = (0..2 * P).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    // images near the boundary: draw x, then move it along v so that r* lands in [0.005, 0.12]
+    let mut x: Vec<f32> = Vec::with_capacity(n * P);
+    while x.len() < n * P {
+        let xi: Vec<f64> = (0..P).map(|_| rng.gen_range(0.4..0.6)).collect();
+        let y = rng.gen_range(0..2usize);
+        let v: Vec<f64> = (0..P)
+            .map(|j| (w[y * P + j] - w[(1 - y) * P + j]) as f64)
+            .collect();
+        let m: f64 = (0..P).map(|j| v[j] * (xi[j] - 0.5)).sum();
+        let (l1, l2sq) = (
+            v.iter().map(|a| a.abs()).sum::<f64>(),
+            v.iter().map(|a| a * a).sum::<f64>(),
+        );
+        let target = rng.gen_range(0.005..0.12) * l1;
+        let moved: Vec<f64> = (0..P).map(|j| xi[j] + (target - m) * v[j] / l2sq).collect();
+        if moved.iter().all(|v| (0.25..=0.75).contains(v)) {
+            x.extend(moved.iter().map(|&v| v as f32));
+        }
+    }
+    let mut labels = Vec::new();
+    let mut r = Vec::new();
+    for i in 0..n {
+        let xi = &x[i * P..(i + 1) * P];
+        let z: Vec<f64> = (0..2)
+            .map(|k| (0..P).map(|j| (w[k * P + j] * (xi[j] - 0.5)) as f64).sum())
+            .collect();
+        let y = usize::from(z[1] > z[0]);
+        let v: Vec<f64> = (0..P)
+            .map(|j| (w[y * P + j] - w[(1 - y) * P + j]) as f64)
+            .collect();
+        labels.push(y);
+        r.push((z[y] - z[1 - y]) / v.iter().map(|a| a.abs()).sum::<f64>());
+    }
+    let m = Linear2 {
+        w: Cpu::default().tensor_from_vec(w, (Const, Const)),
+    };
+    (m, x, labels, r)
+}
+
+#[test]
+fn binary_search_radius_brackets_the_linear_minimal_radius() {
+    let (mut m, x, y, r) = linear_case(11, 24);
+    let dev = Cpu::default();
+    let mut exact = RadiusConfig::paper();
+    exact.paper_step_schedule = false;
+    let (_, radii) = average_radius(&mut m, &dev, &x, &y, &exact).unwrap();
+    let (avg_paper, paper) = average_radius(&mut m, &dev, &x, &y, &RadiusConfig::paper()).unwrap();
+    let mut checked = 0;
+    for i in 0..24 {
+        let (est, p) = (radii[i].unwrap(), paper[i].unwrap());
+        // PGD never finds an adversarial example inside r*: both estimates are ≥ r* (or at the
+        // search's cap of 0.1 when r* is beyond it)
+        let floor = r[i].min(0.1);
+        assert!(p >= floor - 1e-4, "paper estimate {p} < r* {}", r[i]);
+        assert!(est >= floor - 1e-4, "estimate {est} < r* {}", r[i]);
+        // the search tops out at 0.05 + 0.025 + … = 0.1
+        assert!(p <= 0.1 + 1e-9 && est <= 0.1 + 1e-9);
+        if r[i] < 0.095 {
+            assert!((est - r[i]).abs() < 1e-3, "image {i}: {est} vs r* {}", r[i]);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "too few radii below the cap ({checked})");
+    let mean: f64 = paper.iter().flatten().sum::<f64>() / 24.0;
+    assert!((avg_paper - mean).abs() < 1e-12);
+}
+
+#[test]
+fn lipschitz_matches_the_linear_closed_form() {
+    let (mut m, x, y, _) = linear_case(12, 10);
+    let dev = Cpu::default();
+    let w = m.w.as_vec();
+    // one batch: Σᵢ ‖W δᵢ‖₁ / ε / N with δᵢⱼ = −ε·sign(vᵢⱼ)
+    let mut expected = 0.0;
+    for i in 0..10 {
+        let v: Vec<f32> = (0..P)
+            .map(|j| w[y[i] * P + j] - w[(1 - y[i]) * P + j])
+            .collect();
+        for k in 0..2 {
+            let s: f64 = (0..P).map(|j| (w[k * P + j] * -v[j].signum()) as f64).sum();
+            expected += s.abs();
+        }
+    }
+    expected /= 10.0;
+    let got = empirical_lipschitz(&mut m, &dev, &x, &y, 16).unwrap();
+    assert!(
+        (got - expected).abs() < 1e-3 * expected,
+        "{got} vs {expected}"
+    );
+}
+
+#[test]
+fn square_success_rate_counts_broken_among_correct() {
+    let (mut m, x, y, r) = linear_case(13, 12);
+    let dev = Cpu::default();
+    let big = r.iter().cloned().fold(0.0, f64::max) * 1.5;
+    let (rate, correct) = square_success_rate(&mut m, &dev, &x, &y, big, 300, 8).unwrap();
+    assert_eq!(correct, 12);
+    assert!(
+        rate > 0.5,
+        "Square breaks most points beyond their radius: {rate}"
+    );
+    let (rate0, _) = square_success_rate(&mut m, &dev, &x, &y, 0.0, 50, 8).unwrap();
+    assert_eq!(rate0, 0.0);
+}

@@ -235,7 +235,7 @@ pub(crate) fn project<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
 /// is computed on the host. The backward pass runs `Σ logits ⊙ C` with `C = ∂L/∂logits`, so one
 /// forward pass serves the loss, its gradient and the success check.
 #[allow(clippy::type_complexity)]
-pub(crate) fn logits_loss_grad<M: AttackModel<D>, D: Backend>(
+pub fn logits_loss_grad<M: AttackModel<D>, D: Backend>(
     m: &M,
     dev: &D,
     x: &[f32],

@@ -164,9 +164,11 @@ pub fn square<M: AttackModel<D>, D: Backend>(
                 break;
             }
             let p = p_selection(cfg.p_init, it, cfg.n_queries);
-            let s = (((p * f as f64 / c as f64).sqrt()).round() as usize).clamp(1, h.min(w) - 1);
-            let vh = rng.gen_range(0..h - s);
-            let vw = rng.gen_range(0..w - s);
+            let s = (((p * f as f64 / c as f64).sqrt()).round() as usize)
+                .clamp(1, (h.min(w) - 1).max(1));
+            // the reference draws the corner in [0, h − s) (never the last row of positions)
+            let vh = rng.gen_range(0..(h - s).max(1));
+            let vw = rng.gen_range(0..(w - s).max(1));
             let chan: Vec<f32> = (0..c)
                 .map(|_| {
                     if rng.gen_bool(0.5) {

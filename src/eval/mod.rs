@@ -3,7 +3,9 @@
 //! protocol ([`autoattack`]) and the shape-ablation metrics ([`shape_metrics`]).
 
 pub mod autoattack;
+pub mod shape_metrics;
 
 pub use autoattack::{
     run_autoattack, AaVersion, AutoAttackConfig, AutoAttackReport, AutoAttackState,
 };
+pub use shape_metrics::{average_radius, empirical_lipschitz, square_success_rate, RadiusConfig};
