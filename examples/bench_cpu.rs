@@ -103,11 +103,14 @@ where
     let b = *batches.last().unwrap();
     let (x, y) = images(dev, b);
     model.eval();
+    // input gradient only, as an attack computes it (PyTorch: torch.autograd.grad(loss, x))
     let s = time(reps, || {
-        let logits = model.logits(x.clone().leaky_trace());
-        let loss = cross_entropy_with_logits_loss(logits, y.clone());
-        let g = loss.backward();
-        let _ = g.get(&x);
+        robust_paf::ops::without_parameter_gradients(|| {
+            let logits = model.logits(x.clone().leaky_trace());
+            let loss = cross_entropy_with_logits_loss(logits, y.clone());
+            let g = loss.backward();
+            let _ = g.get(&x);
+        })
     });
     println!(
         "PGD step     {name:7} B={b:<4} {:8.1} ms  {:7.1} img/s",

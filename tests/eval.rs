@@ -308,3 +308,95 @@ fn square_success_rate_counts_broken_among_correct() {
     let (rate0, _) = square_success_rate(&mut m, &dev, &x, &y, 0.0, 50, 8).unwrap();
     assert_eq!(rate0, 0.0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// evaluate(): the report and the RobustBench-style record
+
+use robust_paf::attacks::PgdConfig;
+use robust_paf::data::{ImageSet, IMAGE_BYTES};
+use robust_paf::eval::{evaluate, AaVersion, Epsilon, EvalConfig, EvalReport};
+
+/// `logits = W·(x − 0.5)` on 32×32×3 images, 10 classes.
+struct Linear32 {
+    w: Tensor<Rank2<10, IMAGE_BYTES>, f32, Cpu>,
+}
+
+impl AttackModel<Cpu> for Linear32 {
+    type Height = Const<32>;
+    type Width = Const<32>;
+    type Channels = Const<3>;
+    type Classes = Const<10>;
+    fn attack_logits<T: Tape<f32, Cpu>>(
+        &self,
+        x: Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Cpu, T>,
+    ) -> Result<Tensor<(usize, Const<10>), f32, Cpu, T>, CpuError> {
+        let n = x.shape().0;
+        let x = x
+            .try_reshape_like(&(n, Const::<IMAGE_BYTES>))?
+            .try_sub(0.5)?;
+        x.try_matmul(self.w.retaped::<T>().try_permute::<_, Axes2<1, 0>>()?)
+    }
+}
+
+#[test]
+fn evaluate_reports_every_number_with_the_exact_epsilon() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let dev = Cpu::default();
+    let w: Vec<f32> = (0..10 * IMAGE_BYTES)
+        .map(|_| rng.gen_range(-0.01..0.01))
+        .collect();
+    let mut m = Linear32 {
+        w: dev.tensor_from_vec(w, (Const, Const)),
+    };
+    let n = 12;
+    let pixels: Vec<u8> = (0..n * IMAGE_BYTES).map(|_| rng.gen()).collect();
+    let x: Vec<f32> = pixels.iter().map(|&v| v as f32 / 255.0).collect();
+    let l = m
+        .attack_logits(dev.tensor_from_vec(x, (n, Const, Const, Const)))
+        .unwrap()
+        .as_vec();
+    let labels: Vec<u16> = (0..n)
+        .map(|i| robust_paf::attacks::argmax(&l[i * 10..(i + 1) * 10]) as u16)
+        .collect();
+    let data = ImageSet::new("generated", 10, pixels, labels, "mem".as_ref()).unwrap();
+    let mut cfg = EvalConfig::robustbench();
+    cfg.autoattack = Some(AaVersion::Fast);
+    cfg.pgd = Some(PgdConfig::paper());
+    cfg.batch_size = 5;
+    let r = evaluate(&mut m, &dev, "linear", &data, &cfg, &mut Silent).unwrap();
+    assert_eq!(r.n_examples, 12);
+    assert_eq!(r.eps_text, "8/255");
+    assert!((r.eps - 8.0 / 255.0).abs() < 1e-15);
+    assert!((r.clean_accuracy - 1.0).abs() < 1e-12);
+    let pgd_acc = r.pgd_accuracy.unwrap();
+    let aa = r.autoattack_accuracy.unwrap();
+    assert!(pgd_acc <= r.clean_accuracy && aa <= r.clean_accuracy);
+    assert_eq!(r.autoattack_per_attack.len(), 2);
+    assert_eq!(
+        r.pgd.as_ref().unwrap().eps,
+        8.0 / 255.0,
+        "PGD at the report's ε"
+    );
+    let info = r.model_info("test", false);
+    assert_eq!(info["eps"], "8/255");
+    assert_eq!(info["clean_acc"], "100.00");
+    assert!(info["footnote"].as_str().unwrap().contains("NON-STANDARD"));
+    // JSON round trip through save
+    let path = std::env::temp_dir().join(format!("robust-paf-report-{}.json", std::process::id()));
+    r.save(&path).unwrap();
+    let back: EvalReport = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back, r);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(Epsilon::PAPER_LINF.text(), "0.031");
+    // subset and invalid settings
+    cfg.n_examples = Some(4);
+    cfg.autoattack = None;
+    assert_eq!(
+        evaluate(&mut m, &dev, "linear", &data, &cfg, &mut Silent)
+            .unwrap()
+            .n_examples,
+        4
+    );
+    cfg.batch_size = 0;
+    assert!(evaluate(&mut m, &dev, "linear", &data, &cfg, &mut Silent).is_err());
+}

@@ -282,3 +282,42 @@ fn named_tensors_and_gradients_cover_the_model() {
     }
     assert!(!named.iter().any(|(k, _)| k.contains("running")));
 }
+
+/// Inside `without_parameter_gradients` the crate's ops record only input gradients: the input
+/// gradient is the same as with every gradient, and no convolution or batch-norm parameter gets
+/// one (what attacks use, like PyTorch's `torch.autograd.grad(loss, x)`).
+#[test]
+fn input_gradient_only_mode_gives_the_same_input_gradient() {
+    use robust_paf::models::named_gradients;
+    use robust_paf::ops::{parameter_gradients_wanted, without_parameter_gradients};
+    let dev = Dev::default();
+    let mut m = ResNet18::<Pssilu<Dev>, Dev>::new(&dev);
+    m.eval();
+    let x = input::<32>(&dev, 3);
+    let run = |only_input: bool| {
+        let f = || {
+            let logits = m.logits(x.leaky_trace());
+            logits.sum::<Rank0, _>().backward()
+        };
+        if only_input {
+            without_parameter_gradients(f)
+        } else {
+            f()
+        }
+    };
+    let mut all = run(false);
+    let mut only = run(true);
+    assert!(parameter_gradients_wanted(), "the setting is restored");
+    assert_eq!(all.get(&x).as_vec(), only.get(&x).as_vec());
+    let with = named_gradients(&m, &mut all).unwrap();
+    let without = named_gradients(&m, &mut only).unwrap();
+    for ((name, g_all), (_, g_only)) in with.iter().zip(&without) {
+        if name.starts_with("fc.") {
+            continue; // dfdx's own Linear always computes its gradients
+        }
+        assert!(g_only.iter().all(|v| *v == 0.0), "{name} got a gradient");
+        if name == "conv1.weight" || name == "activation.alpha" {
+            assert!(g_all.iter().any(|v| *v != 0.0), "{name}");
+        }
+    }
+}

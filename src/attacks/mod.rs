@@ -97,10 +97,12 @@ impl<M: Classifier<D>, D: Backend> AttackModel<D> for M {
     }
 }
 
-/// Runs `f` with `model` in evaluation mode, restoring its mode afterwards (also on error).
+/// Runs `f` with `model` in evaluation mode and without parameter gradients (attacks need the
+/// input gradient only, [`crate::ops::without_parameter_gradients`]), restoring its mode
+/// afterwards (also on error).
 pub fn in_eval_mode<M: AttackModel<D>, D: Backend, R>(model: &mut M, f: impl FnOnce(&M) -> R) -> R {
     let previous = model.enter_eval();
-    let r = f(model);
+    let r = crate::ops::without_parameter_gradients(|| f(model));
     model.restore_mode(previous);
     r
 }

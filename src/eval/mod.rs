@@ -3,9 +3,11 @@
 //! protocol ([`autoattack`]) and the shape-ablation metrics ([`shape_metrics`]).
 
 pub mod autoattack;
+pub mod report;
 pub mod shape_metrics;
 
 pub use autoattack::{
     run_autoattack, AaVersion, AutoAttackConfig, AutoAttackReport, AutoAttackState,
 };
+pub use report::{evaluate, Epsilon, EvalConfig, EvalReport};
 pub use shape_metrics::{average_radius, empirical_lipschitz, square_success_rate, RadiusConfig};

@@ -444,13 +444,18 @@ where
         let y_ghost = y.clone();
         let w = w.clone();
         let b = b.cloned();
+        let params = crate::ops::parameter_gradients_wanted();
         tape.add_backward_op(move |grads| {
             let _t = crate::ops::profile::scope("conv bwd");
             let gy = take_grad(grads, &y_ghost)?;
-            let mut gw = take_grad(grads, &w)?;
-            let mut gb = match &b {
-                Some(b) => Some(take_grad(grads, b)?),
-                None => None,
+            let mut gw = if params {
+                Some(take_grad(grads, &w)?)
+            } else {
+                None
+            };
+            let mut gb = match (&b, params) {
+                (Some(b), true) => Some(take_grad(grads, b)?),
+                _ => None,
             };
             {
                 let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
@@ -460,11 +465,13 @@ where
                     &ws,
                     &gy,
                     Some(gx),
-                    Some(&mut gw),
+                    gw.as_deref_mut(),
                     gb.as_deref_mut(),
                 );
             }
-            put_grad(grads, &w, gw)?;
+            if let Some(gw) = gw {
+                put_grad(grads, &w, gw)?;
+            }
             if let (Some(b), Some(gb)) = (&b, gb) {
                 put_grad(grads, b, gb)?;
             }

@@ -171,10 +171,14 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
         let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
             [params[0].cloned(), params[1].cloned()];
         let training = running.is_none();
+        let wants_params = crate::ops::parameter_gradients_wanted();
         tape.add_backward_op(move |grads| {
             let _t = crate::ops::profile::scope("bn(+act) bwd");
             let gy = take_grad(grads, &y_ghost)?;
-            let want = [params[0].is_some(), params[1].is_some()];
+            let want = [
+                wants_params && params[0].is_some(),
+                wants_params && params[1].is_some(),
+            ];
             let mf: Vec<Elem> = mean.iter().map(|&m| m as Elem).collect();
             let sf: Vec<Elem> = invstd.iter().map(|&s| s as Elem).collect();
             // pass 1: g_z = g_y·f′(z), and the activation's parameter sums
@@ -241,14 +245,16 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                         });
                 }
             }
-            let gw: &mut Vec<Elem> = grads.get_or_alloc_mut(&weight)?;
-            gw.iter_mut()
-                .zip(sum_gx)
-                .for_each(|(g, s)| *g += *s as Elem);
-            let gb: &mut Vec<Elem> = grads.get_or_alloc_mut(&bias)?;
-            gb.iter_mut().zip(sum_g).for_each(|(g, s)| *g += *s as Elem);
+            if wants_params {
+                let gw: &mut Vec<Elem> = grads.get_or_alloc_mut(&weight)?;
+                gw.iter_mut()
+                    .zip(sum_gx)
+                    .for_each(|(g, s)| *g += *s as Elem);
+                let gb: &mut Vec<Elem> = grads.get_or_alloc_mut(&bias)?;
+                gb.iter_mut().zip(sum_g).for_each(|(g, s)| *g += *s as Elem);
+            }
             for (p, s) in params.iter().zip(param_sums) {
-                if let Some(p) = p {
+                if let (Some(p), true) = (p, wants_params) {
                     let g: &mut Vec<Elem> = grads.get_or_alloc_mut(p)?;
                     g[0] += s as Elem;
                 }

@@ -25,10 +25,14 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
         let y_ghost = y.clone();
         let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
             [params[0].cloned(), params[1].cloned()];
+        let wants_params = crate::ops::parameter_gradients_wanted();
         tape.add_backward_op(move |grads| {
             let _t = crate::ops::profile::scope("act bwd");
             let gy = take_grad(grads, &y_ghost)?;
-            let want = [params[0].is_some(), params[1].is_some()];
+            let want = [
+                wants_params && params[0].is_some(),
+                wants_params && params[1].is_some(),
+            ];
             let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
             let [p0, p1] = gx
                 .par_chunks_mut(CHUNK)
@@ -36,7 +40,7 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
                 .map(|(gx, (x, gy))| f.backward(x, gy, gx, want))
                 .reduce(|| [0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]]);
             for (p, s) in params.iter().zip([p0, p1]) {
-                if let Some(p) = p {
+                if let (Some(p), true) = (p, wants_params) {
                     let gp: &mut Vec<Elem> = grads.get_or_alloc_mut(p)?;
                     gp[0] += s as Elem;
                 }
