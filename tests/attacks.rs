@@ -28,6 +28,8 @@ struct Linear<const K: usize> {
     w: Tensor<Rank2<K, P>, f32, Cpu>,
     b: Tensor<Rank1<K>, f32, Cpu>,
     seen_min: RefCell<Vec<f32>>,
+    /// Calls whose input carried a gradient tape.
+    taped_calls: RefCell<usize>,
 }
 
 impl<const K: usize> Linear<K> {
@@ -39,6 +41,7 @@ impl<const K: usize> Linear<K> {
             w: dev.tensor_from_vec(w, (Const, Const)),
             b: dev.tensor_from_vec(b, (Const,)),
             seen_min: RefCell::new(Vec::new()),
+            taped_calls: RefCell::new(0),
         }
     }
     fn logits(&self, x: &X) -> Vec<f32> {
@@ -71,6 +74,9 @@ impl<const K: usize> AttackModel<Cpu> for Linear<K> {
         x: Tensor<(usize, Const<1>, Const<1>, Const<P>), f32, Cpu, T>,
     ) -> Result<Tensor<(usize, Const<K>), f32, Cpu, T>, CpuError> {
         let n = x.shape().0;
+        if T::OWNS_TAPE {
+            *self.taped_calls.borrow_mut() += 1;
+        }
         self.seen_min
             .borrow_mut()
             .push(x.as_vec().into_iter().fold(f32::MAX, f32::min));
@@ -474,4 +480,75 @@ fn apgd_ce_and_targeted_raise_the_loss_and_stay_in_the_ball() {
     let mut cfg = ApgdConfig::ce(Norm::Linf, 0.03);
     cfg.rho = 2.0;
     assert!(apgd(&mut m, &x, &labels, &cfg).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Square
+
+use robust_paf::attacks::square::p_selection;
+use robust_paf::attacks::{square, SquareConfig};
+
+#[test]
+fn square_is_reproducible_gradient_free_and_stays_in_the_ball() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut m = Linear::<3>::random(&mut rng);
+    let x = batch(&mut rng, 6, 0.2, 0.8);
+    let l = m.logits(&x);
+    let labels: Vec<usize> = (0..6)
+        .map(|i| {
+            let row = &l[3 * i..3 * i + 3];
+            (0..3).fold(0, |b, j| if row[j] > row[b] { j } else { b })
+        })
+        .collect();
+    for (norm, eps) in [(Norm::Linf, 0.1), (Norm::L2, 0.3)] {
+        let cfg = SquareConfig {
+            norm,
+            eps,
+            n_queries: 200,
+            p_init: 0.8,
+            seed: 5,
+        };
+        *m.taped_calls.borrow_mut() = 0;
+        let (a1, r1) = square(&mut m, &x, &labels, &cfg).unwrap();
+        assert_eq!(
+            *m.taped_calls.borrow(),
+            0,
+            "Square must not compute gradients"
+        );
+        let (a2, r2) = square(&mut m, &x, &labels, &cfg).unwrap();
+        assert_eq!(a1.as_vec(), a2.as_vec(), "{norm:?}: same seed, same result");
+        assert_eq!(r1, r2);
+        let (d, in_box) = budget(&x, &a1, norm);
+        assert!(in_box && d <= eps * (1.0 + 1e-5) + 1e-6, "{norm:?}: {d}");
+        // robust flags agree with the returned points
+        let pred = m.logits(&a1);
+        for i in 0..6 {
+            let row = &pred[3 * i..3 * i + 3];
+            let p = (0..3).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            assert_eq!(r1[i], p == labels[i], "{norm:?} image {i}");
+        }
+        assert!(
+            r1.iter().any(|r| !r),
+            "{norm:?}: nothing broken at this budget"
+        );
+    }
+    // PGD does use gradients (the counter works)
+    *m.taped_calls.borrow_mut() = 0;
+    pgd(&mut m, &x, &labels, &PgdConfig::paper()).unwrap();
+    assert!(*m.taped_calls.borrow() > 0);
+}
+
+/// The reference schedule: p_init halves after 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
+/// of 10,000 iterations (rescaled to the query budget).
+#[test]
+fn square_p_schedule_matches_the_reference() {
+    let at = |it| p_selection(0.8, it, 10_000);
+    assert_eq!(at(0), 0.8);
+    assert_eq!(at(10), 0.8);
+    assert_eq!(at(11), 0.4);
+    assert_eq!(at(51), 0.2);
+    assert_eq!(at(201), 0.1);
+    assert_eq!(at(8001), 0.8 / 512.0);
+    // rescaled: with 5,000 queries iteration 6 is iteration 12 of the 10,000 schedule
+    assert_eq!(p_selection(0.8, 6, 5000), 0.4);
 }

@@ -213,18 +213,12 @@ fn attack<M: AttackModel<D>, D: Backend>(
             apgd(model, x, labels, &c)
         }
         "fab-t" => fab_t(model, x, labels, cfg),
-        "square" => match cfg.norm {
-            Norm::Linf => {
-                let mut c = SquareConfig::autoattack(cfg.eps);
-                c.seed = cfg.seed;
-                square(model, x, labels, &c)
-            }
-            Norm::L2 => Err(Error::InvalidParameter {
-                name: "square",
-                value: 2.0,
-                reason: "the ℓ2 Square attack is not implemented yet",
-            }),
-        },
+        "square" => {
+            let mut c = SquareConfig::autoattack(cfg.eps);
+            c.norm = cfg.norm;
+            c.seed = cfg.seed;
+            square(model, x, labels, &c)
+        }
         _ => Err(Error::InvalidParameter {
             name: "attack",
             value: f64::NAN,

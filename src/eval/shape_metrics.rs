@@ -179,6 +179,7 @@ pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
     let k = M::Classes::SIZE;
     check(images, labels, f, batch_size)?;
     let cfg = SquareConfig {
+        norm: Norm::Linf,
         eps,
         n_queries,
         p_init: 0.8,
