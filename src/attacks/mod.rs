@@ -1,6 +1,7 @@
 //! Adversarial attacks (PAPER.md §3.3, §3.4, §4): PGD (ℓ∞, ℓ2) with the paper's defaults and its
 //! random-start quirk, FGSM, TRADES' inner maximisation, and AutoAttack's APGD, FAB-T and
-//! Square, on any model of the crate and any device. Attacks run the model in evaluation mode and restore its mode afterwards.
+//! Square, on any model of the crate and any device. Attacks run the model in evaluation mode and
+//! restore its mode afterwards.
 //!
 //! Every attack takes an [`AttackModel`] (every [`crate::models::Classifier`] is one; tests use
 //! linear models, where the worst perturbation has a closed form), a clean batch `x` (pixels in
