@@ -46,7 +46,7 @@ fn inputs(valid: &[u8], rng: &mut StdRng) -> Vec<Vec<u8>> {
         let mut v = valid.to_vec();
         for _ in 0..rng.gen_range(1..8) {
             if !v.is_empty() {
-                let i = rng.gen_range(0..v.len().min(64).max(1));
+                let i = rng.gen_range(0..v.len().clamp(1, 64));
                 v[i] = rng.gen();
             }
         }

@@ -319,10 +319,10 @@ fn fab_run<M: AttackModel<D>, D: Backend>(
     let (eta, alpha_max, beta) = (cfg.eta, cfg.alpha_max, cfg.beta);
     for _ in 0..cfg.n_iter {
         let (_, df, grad) = logits_loss_grad(m, dev, &x1, bs, diff)?;
-        for j in 0..bs {
+        for (j, &dfj) in df.iter().enumerate() {
             let r = j * f..(j + 1) * f;
             let (xj, x0j, w) = (&x1[r.clone()], &x0[r.clone()], &grad[r.clone()]);
-            if !df[j].is_finite() || w.iter().any(|v| !v.is_finite()) {
+            if !dfj.is_finite() || w.iter().any(|v| !v.is_finite()) {
                 // nothing to linearise: leave this image where it is
                 continue;
             }
@@ -332,7 +332,7 @@ fn fab_run<M: AttackModel<D>, D: Backend>(
                 .zip(xj)
                 .map(|(&w, &x)| w as f64 * x as f64)
                 .sum::<f64>()
-                - df[j];
+                - dfj;
             let d1 = project(cfg.norm, xj, w, b)?;
             let d0 = project(cfg.norm, x0j, w, b)?;
             let a1 = norm_of(cfg.norm, d1.iter().copied()).max(1e-8);
