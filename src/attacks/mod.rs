@@ -1,6 +1,7 @@
 //! Adversarial attacks (PAPER.md §3.3, §3.4, §4): PGD (ℓ∞, ℓ2) with the paper's defaults and its
-//! random-start quirk, FGSM, and TRADES' inner maximisation, on any model of the crate and any
-//! device. Attacks run the model in evaluation mode and restore its mode afterwards.
+//! random-start quirk, FGSM, TRADES' inner maximisation, and AutoAttack's APGD, FAB-T and
+//! Square, on any model of the crate and any device. Attacks run the model in evaluation mode and
+//! restore its mode afterwards.
 //!
 //! Every attack takes an [`AttackModel`] (every [`crate::models::Classifier`] is one; tests use
 //! linear models, where the worst perturbation has a closed form), a clean batch `x` (pixels in
@@ -8,11 +9,13 @@
 //! `[0, 1]`.
 
 pub mod apgd;
+pub mod fab;
 pub mod pgd;
 pub mod square;
 pub mod trades;
 
 pub use apgd::{apgd, ApgdConfig, ApgdLoss};
+pub use fab::{fab_targeted, FabConfig};
 pub use pgd::{fgsm, pgd, PgdConfig};
 pub use square::{square, SquareConfig};
 pub use trades::{trades_adversary, TradesConfig};
