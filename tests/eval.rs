@@ -157,6 +157,26 @@ fn an_interrupted_autoattack_resumes_to_the_same_report() {
 }
 
 #[test]
+fn standard_autoattack_runs_all_four_attacks_in_order() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut m = Linear::random(&mut rng);
+    let (x, y) = data(&m, &mut rng, 20);
+    for (norm, eps) in [(Norm::Linf, 0.04), (Norm::L2, 0.12)] {
+        let mut cfg = AutoAttackConfig::standard(norm, eps);
+        cfg.batch_size = 10;
+        let dev = Cpu::default();
+        let r = run_autoattack(&mut m, &dev, &x, &y, &cfg, None, &mut Silent).unwrap();
+        assert_eq!(
+            r.state.attacks_done,
+            vec!["apgd-ce", "apgd-t", "fab-t", "square"]
+        );
+        let accs: Vec<f64> = r.state.robust_accuracy_after.iter().map(|a| a.1).collect();
+        assert!(accs.windows(2).all(|w| w[1] <= w[0]));
+        assert!(r.max_perturbation <= eps * (1.0 + 1e-5) + 1e-6);
+    }
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let mut rng = StdRng::seed_from_u64(3);
     let mut m = Linear::random(&mut rng);

@@ -21,6 +21,7 @@ use dfdx::shapes::ConstDim;
 use dfdx::tensor::Tensor;
 
 use crate::attacks::apgd::{apgd, ApgdConfig};
+use crate::attacks::fab::{fab_targeted, FabConfig};
 use crate::attacks::square::{square, SquareConfig};
 use crate::attacks::{AttackModel, Images, Norm};
 use crate::ops::{Backend, Elem};
@@ -228,16 +229,14 @@ fn attack<M: AttackModel<D>, D: Backend>(
 }
 
 fn fab_t<M: AttackModel<D>, D: Backend>(
-    _model: &mut M,
-    _x: &Images<M, D>,
-    _labels: &[usize],
-    _cfg: &AutoAttackConfig,
+    model: &mut M,
+    x: &Images<M, D>,
+    labels: &[usize],
+    cfg: &AutoAttackConfig,
 ) -> Result<(Images<M, D>, Vec<bool>), Error> {
-    Err(Error::InvalidParameter {
-        name: "fab-t",
-        value: f64::NAN,
-        reason: "FAB-T is not implemented yet: use AutoAttackConfig::fast",
-    })
+    let mut c = FabConfig::targeted(cfg.norm, cfg.eps);
+    c.seed = cfg.seed;
+    fab_targeted(model, x, labels, &c)
 }
 
 /// Runs AutoAttack on `images` (`n · H·W·C` host values in `[0, 1]`, NHWC) with true `labels`:
