@@ -470,6 +470,17 @@ fn apgd_ce_and_targeted_raise_the_loss_and_stay_in_the_ball() {
             })
             .count();
         let apgd_fooled = robust.iter().filter(|r| !**r).count();
+        // APGD raises the loss: every image it reports broken has a higher cross-entropy than
+        // its clean version (per image, from the logits)
+        let ce = |l: &[f32], i: usize| {
+            let row = &l[5 * i..5 * i + 5];
+            let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() - row[labels[i]] as f64
+        };
+        let clean_logits = m.logits(&x);
+        for i in (0..6).filter(|&i| !robust[i]) {
+            assert!(ce(&pred, i) > ce(&clean_logits, i), "{loss:?}: image {i}");
+        }
         if loss == ApgdLoss::Ce {
             assert!(
                 apgd_fooled >= pgd_fooled,
