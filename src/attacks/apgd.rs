@@ -22,7 +22,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::{
-    argmax, check_budget, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Images, Norm,
+    argmax, check_budget, check_labels, in_eval_mode, logits_loss_grad, logits_of, AttackModel,
+    Images, Norm,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -332,21 +333,8 @@ pub fn apgd<M: AttackModel<D>, D: Backend>(
 ) -> Result<(Images<M, D>, Vec<bool>), Error> {
     cfg.validate()?;
     let n = x.shape().0;
-    if labels.len() != n {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: labels.len() as f64,
-            reason: "one label per image is needed",
-        });
-    }
     let k = M::Classes::SIZE;
-    if let Some(&l) = labels.iter().find(|&&l| l >= k) {
-        return Err(Error::InvalidParameter {
-            name: "label",
-            value: l as f64,
-            reason: "label outside the model's classes",
-        });
-    }
+    check_labels(labels, n, k)?;
     if cfg.loss == ApgdLoss::DlrTargeted && k < 4 {
         return Err(Error::InvalidParameter {
             name: "classes",

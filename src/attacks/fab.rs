@@ -31,7 +31,10 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::Norm;
-use super::{argmax, check_budget, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Images};
+use super::{
+    argmax, check_budget, check_labels, in_eval_mode, logits_loss_grad, logits_of, AttackModel,
+    Images,
+};
 use crate::ops::Backend;
 use crate::Error;
 
@@ -380,21 +383,8 @@ pub fn fab_targeted<M: AttackModel<D>, D: Backend>(
     cfg.validate()?;
     let shape = *x.shape();
     let n = shape.0;
-    if labels.len() != n {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: labels.len() as f64,
-            reason: "one label per image is needed",
-        });
-    }
     let k = M::Classes::SIZE;
-    if let Some(&l) = labels.iter().find(|&&l| l >= k) {
-        return Err(Error::InvalidParameter {
-            name: "label",
-            value: l as f64,
-            reason: "label outside the model's classes",
-        });
-    }
+    check_labels(labels, n, k)?;
     let dev = x.device().clone();
     let xs = x.as_vec();
     let f = xs.len() / n.max(1);

@@ -130,6 +130,25 @@ pub fn one_hot<C: ConstDim, D: Backend>(
     Ok(dev.tensor_from_vec(v, (labels.len(), C::default())))
 }
 
+/// Checks one label per image (`n` images) and every label below `classes`.
+pub(crate) fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result<(), Error> {
+    if labels.len() != n {
+        return Err(Error::InvalidParameter {
+            name: "labels",
+            value: labels.len() as f64,
+            reason: "one label per image is needed",
+        });
+    }
+    if let Some(&l) = labels.iter().find(|&&l| l >= classes) {
+        return Err(Error::InvalidParameter {
+            name: "label",
+            value: l as f64,
+            reason: "label outside the model's classes",
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn device_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Device(format!("{e:?}"))
 }
@@ -293,6 +312,55 @@ pub fn logits_of<M: AttackModel<D>, D: Backend>(
     );
     let xt: Tensor<_, Elem, D> = dev.tensor_from_vec(x.to_vec(), shape);
     Ok(m.attack_logits(xt).map_err(device_err)?.as_vec())
+}
+
+/// `steps` ascent steps on the cross-entropy of `m(adv)` against `target` (one-hot labels, or the
+/// clean softmax for TRADES), each followed by the projection onto the ε-ball around `x` and
+/// `[0, 1]`: ℓ∞ steps along `sign(∇)`, ℓ2 along `∇/‖∇‖₂`, of length `step`. The result is
+/// projected even when `steps` is 0.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ascend<M: AttackModel<D>, D: Backend>(
+    m: &M,
+    x: &Images<M, D>,
+    mut adv: Images<M, D>,
+    target: &Tensor<(usize, M::Classes), Elem, D>,
+    norm: Norm,
+    step: f32,
+    eps: f32,
+    steps: usize,
+) -> Result<Images<M, D>, Error> {
+    use dfdx::losses::cross_entropy_with_logits_loss;
+    use dfdx::tensor::Trace;
+    use dfdx::tensor_ops::Backward;
+    for _ in 0..steps {
+        let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
+        let grads = cross_entropy_with_logits_loss(logits, target.clone())
+            .try_backward()
+            .map_err(device_err)?;
+        let g = grads.get(&adv);
+        let stepped = match norm {
+            Norm::Linf => sign(g).map_err(device_err)?,
+            Norm::L2 => l2_normalise(g).map_err(device_err)?,
+        }
+        .try_mul(step)
+        .map_err(device_err)?;
+        adv =
+            project(x, adv.try_add(stepped).map_err(device_err)?, norm, eps).map_err(device_err)?;
+    }
+    project(x, adv, norm, eps).map_err(device_err)
+}
+
+/// A batch of `n` host images (`n · H·W·C` values, NHWC) as model `M`'s input tensor on `dev`.
+pub fn host_images<M: AttackModel<D>, D: Backend>(dev: &D, v: Vec<f32>, n: usize) -> Images<M, D> {
+    dev.tensor_from_vec(
+        v,
+        (
+            n,
+            M::Height::default(),
+            M::Width::default(),
+            M::Channels::default(),
+        ),
+    )
 }
 
 /// Index of the largest value (the first on ties).

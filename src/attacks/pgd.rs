@@ -8,14 +8,12 @@
 //! `clip_start = true` for torchattacks' behaviour. The model runs in evaluation mode; its mode is
 //! restored afterwards. The output always lies in the ε-ball and in `[0, 1]`.
 
-use dfdx::losses::cross_entropy_with_logits_loss;
-use dfdx::shapes::HasShape;
-use dfdx::tensor::Trace;
-use dfdx::tensor_ops::{Backward, BroadcastTo, TryAdd, TryMul};
+use dfdx::shapes::{ConstDim, HasShape};
+use dfdx::tensor_ops::{BroadcastTo, TryAdd, TryMul};
 
 use super::{
-    check_budget, device_err, in_eval_mode, l2_normalise, one_hot, project, sign, AttackModel,
-    Images, Noise, Norm,
+    ascend, check_budget, check_labels, device_err, in_eval_mode, l2_normalise, one_hot,
+    AttackModel, Images, Noise, Norm,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -77,13 +75,7 @@ pub fn pgd<M: AttackModel<D>, D: Backend>(
     cfg: &PgdConfig,
 ) -> Result<Images<M, D>, Error> {
     cfg.validate()?;
-    if labels.len() != x.shape().0 {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: labels.len() as f64,
-            reason: "one label per image is needed",
-        });
-    }
+    check_labels(labels, x.shape().0, M::Classes::SIZE)?;
     let dev = x.device().clone();
     let y = one_hot::<M::Classes, D>(&dev, labels)?;
     let (eps, alpha) = (cfg.eps as f32, cfg.step_size as f32);
@@ -111,23 +103,8 @@ pub fn pgd<M: AttackModel<D>, D: Backend>(
                 adv = adv.try_clamp(0.0, 1.0).map_err(device_err)?;
             }
         }
-        for _ in 0..cfg.steps {
-            let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
-            let grads = cross_entropy_with_logits_loss(logits, y.clone())
-                .try_backward()
-                .map_err(device_err)?;
-            let g = grads.get(&adv);
-            let stepped = match cfg.norm {
-                Norm::Linf => sign(g).map_err(device_err)?,
-                Norm::L2 => l2_normalise(g).map_err(device_err)?,
-            }
-            .try_mul(alpha)
-            .map_err(device_err)?;
-            adv = project(x, adv.try_add(stepped).map_err(device_err)?, cfg.norm, eps)
-                .map_err(device_err)?;
-        }
-        // a start that was never stepped still has to be a valid adversarial example
-        project(x, adv, cfg.norm, eps).map_err(device_err)
+        // a start that is never stepped is still projected: a valid adversarial example
+        ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps)
     })
 }
 

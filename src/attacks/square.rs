@@ -15,7 +15,9 @@ use dfdx::shapes::{ConstDim, HasShape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{argmax, check_budget, in_eval_mode, logits_of, AttackModel, Images, Norm};
+use super::{
+    argmax, check_budget, check_labels, in_eval_mode, logits_of, AttackModel, Images, Norm,
+};
 use crate::ops::Backend;
 use crate::Error;
 
@@ -105,26 +107,13 @@ pub fn square<M: AttackModel<D>, D: Backend>(
     cfg.validate()?;
     let shape = *x.shape();
     let n = shape.0;
-    if labels.len() != n {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: labels.len() as f64,
-            reason: "one label per image is needed",
-        });
-    }
     let (h, w, c, k) = (
         M::Height::SIZE,
         M::Width::SIZE,
         M::Channels::SIZE,
         M::Classes::SIZE,
     );
-    if let Some(&l) = labels.iter().find(|&&l| l >= k) {
-        return Err(Error::InvalidParameter {
-            name: "label",
-            value: l as f64,
-            reason: "label outside the model's classes",
-        });
-    }
+    check_labels(labels, n, k)?;
     let f = h * w * c;
     let dev = x.device().clone();
     let xs = x.as_vec();
@@ -157,6 +146,31 @@ pub fn square<M: AttackModel<D>, D: Backend>(
         }
         Ok((dev.tensor_from_vec(adv, shape), robust))
     })
+}
+
+/// Scores the candidate images of the `active` images (one forward pass) and keeps each candidate
+/// whose margin fell or became ≤ 0 (the reference's update rule).
+#[allow(clippy::too_many_arguments)]
+fn keep_improved<M: AttackModel<D>, D: Backend>(
+    m: &M,
+    dev: &D,
+    cand: &[f32],
+    active: &[usize],
+    y: &[usize],
+    k: usize,
+    margin: &mut [f32],
+    best: &mut [f32],
+) -> Result<(), Error> {
+    let f = cand.len() / active.len().max(1);
+    let sub: Vec<usize> = active.iter().map(|&j| y[j]).collect();
+    let new_margin = margins(&logits_of(m, dev, cand, active.len())?, &sub, k);
+    for (a, &j) in active.iter().enumerate() {
+        if new_margin[a] < margin[j] || new_margin[a] <= 0.0 {
+            margin[j] = new_margin[a];
+            best[j * f..(j + 1) * f].copy_from_slice(&cand[a * f..(a + 1) * f]);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -233,14 +247,7 @@ fn run_linf<M: AttackModel<D>, D: Backend>(
                 }
             }
         }
-        let sub: Vec<usize> = active.iter().map(|&j| y[j]).collect();
-        let new_margin = margins(&logits_of(m, dev, &cand, active.len())?, &sub, k);
-        for (a, &j) in active.iter().enumerate() {
-            if new_margin[a] < margin[j] || new_margin[a] <= 0.0 {
-                margin[j] = new_margin[a];
-                best[j * f..(j + 1) * f].copy_from_slice(&cand[a * f..(a + 1) * f]);
-            }
-        }
+        keep_improved(m, dev, &cand, &active, y, k, &mut margin, &mut best)?;
     }
     Ok((best, margin))
 }
@@ -432,14 +439,7 @@ fn run_l2<M: AttackModel<D>, D: Backend>(
             }
             cand.extend(from_delta(x0, &delta, eps));
         }
-        let sub: Vec<usize> = active.iter().map(|&j| y[j]).collect();
-        let new_margin = margins(&logits_of(m, dev, &cand, active.len())?, &sub, k);
-        for (a, &j) in active.iter().enumerate() {
-            if new_margin[a] < margin[j] || new_margin[a] <= 0.0 {
-                margin[j] = new_margin[a];
-                best[j * f..(j + 1) * f].copy_from_slice(&cand[a * f..(a + 1) * f]);
-            }
-        }
+        keep_improved(m, dev, &cand, &active, y, k, &mut margin, &mut best)?;
     }
     Ok((best, margin))
 }

@@ -5,15 +5,10 @@
 //! soft-target cross-entropy `−Σ p_clean · log_softmax(f(x_adv))`, which differs from the KL by
 //! the entropy of `p_clean`, has the same gradient and no `0·log 0`.
 
-use dfdx::losses::cross_entropy_with_logits_loss;
 use dfdx::shapes::HasShape;
-use dfdx::tensor::Trace;
-use dfdx::tensor_ops::{Backward, TryAdd, TryMul};
+use dfdx::tensor_ops::{TryAdd, TryMul};
 
-use super::{
-    check_budget, device_err, in_eval_mode, l2_normalise, project, sign, AttackModel, Images,
-    Noise, Norm,
-};
+use super::{ascend, check_budget, device_err, in_eval_mode, AttackModel, Images, Noise, Norm};
 use crate::ops::Backend;
 use crate::Error;
 
@@ -76,22 +71,7 @@ pub fn trades_adversary<M: AttackModel<D>, D: Backend>(
             .normal(&dev, *x.shape())
             .try_mul(cfg.start_std as f32)
             .map_err(device_err)?;
-        let mut adv = x.clone().try_add(start).map_err(device_err)?;
-        for _ in 0..cfg.steps {
-            let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
-            let grads = cross_entropy_with_logits_loss(logits, p_clean.clone())
-                .try_backward()
-                .map_err(device_err)?;
-            let g = grads.get(&adv);
-            let stepped = match cfg.norm {
-                Norm::Linf => sign(g).map_err(device_err)?,
-                Norm::L2 => l2_normalise(g).map_err(device_err)?,
-            }
-            .try_mul(step)
-            .map_err(device_err)?;
-            adv = project(x, adv.try_add(stepped).map_err(device_err)?, cfg.norm, eps)
-                .map_err(device_err)?;
-        }
-        project(x, adv, cfg.norm, eps).map_err(device_err)
+        let adv = x.clone().try_add(start).map_err(device_err)?;
+        ascend(m, x, adv, &p_clean, cfg.norm, step, eps, cfg.steps)
     })
 }

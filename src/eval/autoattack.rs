@@ -18,13 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dfdx::shapes::ConstDim;
-use dfdx::tensor::Tensor;
 
 use crate::attacks::apgd::{apgd, ApgdConfig};
 use crate::attacks::fab::{fab_targeted, FabConfig};
 use crate::attacks::square::{square, SquareConfig};
-use crate::attacks::{AttackModel, Images, Norm};
-use crate::ops::{Backend, Elem};
+use crate::attacks::{host_images, AttackModel, Images, Norm};
+use crate::ops::Backend;
 use crate::progress::Progress;
 use crate::Error;
 
@@ -170,29 +169,6 @@ fn load(state_path: &Path, n_values: usize) -> Result<Option<(AutoAttackState, V
     Ok(Some((state, adv)))
 }
 
-type Batch<M, D> = Tensor<
-    (
-        usize,
-        <M as AttackModel<D>>::Height,
-        <M as AttackModel<D>>::Width,
-        <M as AttackModel<D>>::Channels,
-    ),
-    Elem,
-    D,
->;
-
-fn tensor<M: AttackModel<D>, D: Backend>(dev: &D, v: Vec<f32>, n: usize) -> Batch<M, D> {
-    dev.tensor_from_vec(
-        v,
-        (
-            n,
-            M::Height::default(),
-            M::Width::default(),
-            M::Channels::default(),
-        ),
-    )
-}
-
 /// Runs one attack on `x` (a batch of still-robust images).
 fn attack<M: AttackModel<D>, D: Backend>(
     name: &str,
@@ -336,7 +312,7 @@ pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
                 .flat_map(|&i| images[i * f..(i + 1) * f].iter().copied())
                 .collect();
             let y: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
-            let xt = tensor::<M, D>(dev, x, chunk.len());
+            let xt = host_images::<M, D>(dev, x, chunk.len());
             let (a, still) = attack(name, model, &xt, &y, cfg)?;
             let av = a.as_vec();
             for (j, &i) in chunk.iter().enumerate() {

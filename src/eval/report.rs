@@ -11,7 +11,7 @@ use dfdx::shapes::ConstDim;
 
 use super::autoattack::{run_autoattack, AaVersion, AutoAttackConfig};
 use crate::attacks::pgd::{pgd, PgdConfig};
-use crate::attacks::{argmax, in_eval_mode, logits_of, AttackModel, Norm};
+use crate::attacks::{argmax, host_images, in_eval_mode, logits_of, AttackModel, Norm};
 use crate::data::ImageSet;
 use crate::ops::Backend;
 use crate::progress::Progress;
@@ -218,15 +218,8 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
             let mut robust = 0usize;
             for (c, y) in labels.chunks(cfg.batch_size).enumerate() {
                 let s = c * cfg.batch_size;
-                let x = dev.tensor_from_vec(
-                    images[s * f..(s + y.len()) * f].to_vec(),
-                    (
-                        y.len(),
-                        M::Height::default(),
-                        M::Width::default(),
-                        M::Channels::default(),
-                    ),
-                );
+                let x =
+                    host_images::<M, D>(dev, images[s * f..(s + y.len()) * f].to_vec(), y.len());
                 let adv = pgd(model, &x, y, p)?.as_vec();
                 let l = in_eval_mode(model, |m| logits_of(m, dev, &adv, y.len()))?;
                 robust += (0..y.len())

@@ -7,7 +7,9 @@ use dfdx::shapes::ConstDim;
 
 use crate::attacks::pgd::{pgd, PgdConfig};
 use crate::attacks::square::{square, SquareConfig};
-use crate::attacks::{argmax, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Norm};
+use crate::attacks::{
+    argmax, host_images, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Norm,
+};
 use crate::ops::Backend;
 use crate::Error;
 
@@ -193,15 +195,7 @@ pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
         let clean: Vec<bool> = (0..y.len())
             .map(|i| argmax(&l[i * k..(i + 1) * k]) == y[i])
             .collect();
-        let xt = dev.tensor_from_vec(
-            x.to_vec(),
-            (
-                y.len(),
-                M::Height::default(),
-                M::Width::default(),
-                M::Channels::default(),
-            ),
-        );
+        let xt = host_images::<M, D>(dev, x.to_vec(), y.len());
         let (_, robust) = square(model, &xt, y, &cfg)?;
         correct += clean.iter().filter(|c| **c).count();
         broken += clean
@@ -245,15 +239,7 @@ pub fn empirical_lipschitz<M: AttackModel<D>, D: Backend>(
     for (c, y) in labels.chunks(batch_size).enumerate() {
         let start = c * batch_size;
         let x = &images[start * f..(start + y.len()) * f];
-        let xt = dev.tensor_from_vec(
-            x.to_vec(),
-            (
-                y.len(),
-                M::Height::default(),
-                M::Width::default(),
-                M::Channels::default(),
-            ),
-        );
+        let xt = host_images::<M, D>(dev, x.to_vec(), y.len());
         let adv = pgd(model, &xt, y, &cfg)?.as_vec();
         let (lx, la) = in_eval_mode(model, |m| -> Result<_, Error> {
             Ok((
