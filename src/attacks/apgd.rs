@@ -22,8 +22,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::{
-    argmax, check_budget, check_labels, in_eval_mode, logits_loss_grad, logits_of, AttackModel,
-    Images, Norm,
+    argmax, check_budget, check_labels, classified_correctly, in_eval_mode, logits_loss_grad,
+    logits_of, AttackModel, Images, Norm,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -347,10 +347,7 @@ pub fn apgd<M: AttackModel<D>, D: Backend>(
     let xs = x.as_vec();
     let f = xs.len() / n.max(1);
     in_eval_mode(model, |m| {
-        let logits = logits_of(m, &dev, &xs, n)?;
-        let mut robust: Vec<bool> = (0..n)
-            .map(|i| argmax(&logits[i * k..(i + 1) * k]) == labels[i])
-            .collect();
+        let mut robust = classified_correctly(m, &dev, &xs, labels)?;
         let mut adv = xs.clone();
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let rounds: Vec<Option<usize>> = match cfg.loss {

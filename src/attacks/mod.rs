@@ -363,6 +363,22 @@ pub fn host_images<M: AttackModel<D>, D: Backend>(dev: &D, v: Vec<f32>, n: usize
     )
 }
 
+/// Per image of the host batch `x`: whether `m` predicts its label (one forward pass).
+pub fn classified_correctly<M: AttackModel<D>, D: Backend>(
+    m: &M,
+    dev: &D,
+    x: &[f32],
+    labels: &[usize],
+) -> Result<Vec<bool>, Error> {
+    let k = M::Classes::SIZE;
+    let l = logits_of(m, dev, x, labels.len())?;
+    Ok(labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| argmax(&l[i * k..(i + 1) * k]) == y)
+        .collect())
+}
+
 /// Index of the largest value (the first on ties).
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;

@@ -16,7 +16,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    argmax, check_budget, check_labels, in_eval_mode, logits_of, AttackModel, Images, Norm,
+    check_budget, check_labels, classified_correctly, in_eval_mode, logits_of, AttackModel, Images,
+    Norm,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -119,10 +120,7 @@ pub fn square<M: AttackModel<D>, D: Backend>(
     let xs = x.as_vec();
     in_eval_mode(model, |m| {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let clean = logits_of(m, &dev, &xs, n)?;
-        let mut robust: Vec<bool> = (0..n)
-            .map(|i| argmax(&clean[i * k..(i + 1) * k]) == labels[i])
-            .collect();
+        let mut robust = classified_correctly(m, &dev, &xs, labels)?;
         let mut adv = xs.clone();
         let idx: Vec<usize> = (0..n).filter(|&i| robust[i]).collect();
         if idx.is_empty() || cfg.eps == 0.0 {

@@ -22,7 +22,7 @@ use dfdx::shapes::ConstDim;
 use crate::attacks::apgd::{apgd, ApgdConfig};
 use crate::attacks::fab::{fab_targeted, FabConfig};
 use crate::attacks::square::{square, SquareConfig};
-use crate::attacks::{host_images, AttackModel, Images, Norm};
+use crate::attacks::{classified_correctly, host_images, in_eval_mode, AttackModel, Images, Norm};
 use crate::ops::Backend;
 use crate::progress::Progress;
 use crate::Error;
@@ -268,17 +268,13 @@ pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
         None => {
             // clean accuracy, in batches
             progress.start("clean accuracy", n.div_ceil(cfg.batch_size) as u64);
-            let k = M::Classes::SIZE;
             let mut robust = Vec::with_capacity(n);
             for (c, chunk) in labels.chunks(cfg.batch_size).enumerate() {
                 let start = c * cfg.batch_size;
-                let x = images[start * f..(start + chunk.len()) * f].to_vec();
-                let logits = crate::attacks::in_eval_mode(model, |m| {
-                    crate::attacks::logits_of(m, dev, &x, chunk.len())
-                })?;
-                for (i, &y) in chunk.iter().enumerate() {
-                    robust.push(crate::attacks::argmax(&logits[i * k..(i + 1) * k]) == y);
-                }
+                let x = &images[start * f..(start + chunk.len()) * f];
+                robust.extend(in_eval_mode(model, |m| {
+                    classified_correctly(m, dev, x, chunk)
+                })?);
                 progress.advance(1);
             }
             progress.finish();

@@ -11,7 +11,7 @@ use dfdx::shapes::ConstDim;
 
 use super::autoattack::{run_autoattack, AaVersion, AutoAttackConfig};
 use crate::attacks::pgd::{pgd, PgdConfig};
-use crate::attacks::{argmax, host_images, in_eval_mode, logits_of, AttackModel, Norm};
+use crate::attacks::{classified_correctly, host_images, in_eval_mode, AttackModel, Norm};
 use crate::data::ImageSet;
 use crate::ops::Backend;
 use crate::progress::Progress;
@@ -188,7 +188,6 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
         .map(|&v| v as f32 / 255.0)
         .collect();
     let labels: Vec<usize> = data.labels()[..n].iter().map(|&l| l as usize).collect();
-    let k = M::Classes::SIZE;
     let eps = cfg.eps.value();
     // clean accuracy
     progress.start("clean", n.div_ceil(cfg.batch_size) as u64);
@@ -196,10 +195,8 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
     for (c, y) in labels.chunks(cfg.batch_size).enumerate() {
         let s = c * cfg.batch_size;
         let x = &images[s * f..(s + y.len()) * f];
-        let l = in_eval_mode(model, |m| logits_of(m, dev, x, y.len()))?;
-        correct += (0..y.len())
-            .filter(|&i| argmax(&l[i * k..(i + 1) * k]) == y[i])
-            .count();
+        let ok = in_eval_mode(model, |m| classified_correctly(m, dev, x, y))?;
+        correct += ok.iter().filter(|c| **c).count();
         progress.advance(1);
     }
     progress.finish();
@@ -221,10 +218,8 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
                 let x =
                     host_images::<M, D>(dev, images[s * f..(s + y.len()) * f].to_vec(), y.len());
                 let adv = pgd(model, &x, y, p)?.as_vec();
-                let l = in_eval_mode(model, |m| logits_of(m, dev, &adv, y.len()))?;
-                robust += (0..y.len())
-                    .filter(|&i| argmax(&l[i * k..(i + 1) * k]) == y[i])
-                    .count();
+                let ok = in_eval_mode(model, |m| classified_correctly(m, dev, &adv, y))?;
+                robust += ok.iter().filter(|c| **c).count();
                 progress.advance(1);
             }
             progress.finish();

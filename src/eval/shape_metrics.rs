@@ -8,7 +8,7 @@ use dfdx::shapes::ConstDim;
 use crate::attacks::pgd::{pgd, PgdConfig};
 use crate::attacks::square::{square, SquareConfig};
 use crate::attacks::{
-    argmax, host_images, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Norm,
+    classified_correctly, host_images, in_eval_mode, logits_loss_grad, logits_of, AttackModel, Norm,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -70,7 +70,6 @@ fn still_correct<M: AttackModel<D>, D: Backend>(
 ) -> Result<Vec<bool>, Error> {
     let n = y.len();
     let f = x.len() / n.max(1);
-    let k = M::Classes::SIZE;
     let mut adv = x.to_vec();
     for _ in 0..steps {
         let (_, _, g) = logits_loss_grad(m, dev, &adv, n, |i, z| ce(z, y[i]))?;
@@ -88,10 +87,7 @@ fn still_correct<M: AttackModel<D>, D: Backend>(
             }
         }
     }
-    let l = logits_of(m, dev, &adv, n)?;
-    Ok((0..n)
-        .map(|i| argmax(&l[i * k..(i + 1) * k]) == y[i])
-        .collect())
+    classified_correctly(m, dev, &adv, y)
 }
 
 /// The per-image minimal radius found by the binary search, for the images classified correctly
@@ -106,17 +102,14 @@ pub fn average_radius<M: AttackModel<D>, D: Backend>(
     cfg: &RadiusConfig,
 ) -> Result<(f64, Vec<Option<f64>>), Error> {
     let f = M::Height::SIZE * M::Width::SIZE * M::Channels::SIZE;
-    let k = M::Classes::SIZE;
     check(images, labels, f, cfg.batch_size)?;
     in_eval_mode(model, |m| {
         let mut radii = vec![None; labels.len()];
         for (c, y) in labels.chunks(cfg.batch_size).enumerate() {
             let start = c * cfg.batch_size;
             let x = &images[start * f..(start + y.len()) * f];
-            let l = logits_of(m, dev, x, y.len())?;
-            let correct: Vec<usize> = (0..y.len())
-                .filter(|&i| argmax(&l[i * k..(i + 1) * k]) == y[i])
-                .collect();
+            let ok = classified_correctly(m, dev, x, y)?;
+            let correct: Vec<usize> = (0..y.len()).filter(|&i| ok[i]).collect();
             if correct.is_empty() {
                 continue;
             }
@@ -178,7 +171,6 @@ pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
     batch_size: usize,
 ) -> Result<(f64, usize), Error> {
     let f = M::Height::SIZE * M::Width::SIZE * M::Channels::SIZE;
-    let k = M::Classes::SIZE;
     check(images, labels, f, batch_size)?;
     let cfg = SquareConfig {
         norm: Norm::Linf,
@@ -191,10 +183,7 @@ pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
     for (c, y) in labels.chunks(batch_size).enumerate() {
         let start = c * batch_size;
         let x = &images[start * f..(start + y.len()) * f];
-        let l = in_eval_mode(model, |m| logits_of(m, dev, x, y.len()))?;
-        let clean: Vec<bool> = (0..y.len())
-            .map(|i| argmax(&l[i * k..(i + 1) * k]) == y[i])
-            .collect();
+        let clean = in_eval_mode(model, |m| classified_correctly(m, dev, x, y))?;
         let xt = host_images::<M, D>(dev, x.to_vec(), y.len());
         let (_, robust) = square(model, &xt, y, &cfg)?;
         correct += clean.iter().filter(|c| **c).count();

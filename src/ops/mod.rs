@@ -169,7 +169,8 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
         T: Tape<Elem, Self>;
 }
 
-/// CUDA: every kernel composed of dfdx's public ops ([`composed`]).
+/// CUDA: every kernel composed of dfdx's public ops ([`composed`]); the fused batch norm +
+/// activation is the trait's default, which composes these kernels (= [`composed::batch_norm_act`]).
 #[cfg(feature = "cuda")]
 impl Backend for dfdx::tensor::Cuda {
     fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
@@ -219,22 +220,5 @@ impl Backend for dfdx::tensor::Cuda {
         T: Tape<Elem, Self>,
     {
         composed::pointwise(x, f, params)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn batch_norm_act_kernel<S: Shape, const C: usize, T, F: ScalarFn>(
-        x: Tensor<S, Elem, Self, T>,
-        residual: Option<Tensor<S, Elem, Self, T>>,
-        weight: &Tensor<Rank1<C>, Elem, Self>,
-        bias: &Tensor<Rank1<C>, Elem, Self>,
-        running: Option<(&Tensor<Rank1<C>, Elem, Self>, &Tensor<Rank1<C>, Elem, Self>)>,
-        eps: f64,
-        f: F,
-        params: [Option<&Tensor<Rank1<1>, Elem, Self>>; 2],
-    ) -> Result<(Tensor<S, Elem, Self, T>, Option<BatchStatistics>), Self::Err>
-    where
-        T: Tape<Elem, Self>,
-    {
-        composed::batch_norm_act(x, residual, weight, bias, running, eps, f, params)
     }
 }
