@@ -171,6 +171,13 @@ impl std::fmt::Display for ActivationKind {
     }
 }
 
+/// An activation with its current parameters bound: the element-wise function and the parameter
+/// tensors that receive its gradient (`None` for absent or frozen parameters), as
+/// [`Activation::pointwise_fn`] returns it. The models compute it once per forward pass and hand
+/// it to every block, so the block code is not generic over the activation type (one compiled
+/// copy serves all twelve).
+pub type BoundActivation<'a, D> = (PafFn, [Option<&'a Tensor<Rank1<1>, Elem, D>>; 2]);
+
 /// A (possibly parametric) activation function shared by a whole network.
 pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::Debug {
     /// The paper's name ("PSSiLU", "PReLU+", ...).
@@ -189,7 +196,7 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     /// that receive its gradient (`None` for absent or frozen parameters): what
     /// [`Activation::try_forward`] applies, for ops that fuse the activation into another
     /// (batch norm + activation in the models).
-    fn pointwise_fn(&self) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]);
+    fn pointwise_fn(&self) -> BoundActivation<'_, D>;
 
     /// Infallible [`Activation::try_forward`].
     fn forward<S: Shape, T: Tape<Elem, D>>(

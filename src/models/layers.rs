@@ -7,7 +7,7 @@
 //! statistics in a [`StatsRecorder`] and apply them after the pass. In [`Mode::Eval`] it uses
 //! the running statistics and still passes gradients to its input (what attacks need).
 
-use crate::activations::Activation;
+use crate::activations::BoundActivation;
 use std::cell::RefCell;
 
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection, TensorOptions};
@@ -384,14 +384,14 @@ impl<const C: usize, D: Backend> BatchNorm2d<C, D, Elem> {
     /// `bn → (+ shortcut) → activation` of a ResNet block, in [`Self::mode`], recording the batch
     /// statistics in `rec` in training mode like [`Self::try_forward_rec`].
     #[allow(clippy::type_complexity)]
-    pub fn try_forward_act<B: Dim, Hd: Dim, Wd: Dim, T: Tape<Elem, D>, A: Activation<D>>(
+    pub fn try_forward_act<B: Dim, Hd: Dim, Wd: Dim, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>,
         residual: Option<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>, D::Err> {
-        let (f, params) = act.pointwise_fn();
+        let (f, params) = act;
         let running = match self.mode {
             Mode::Eval => Some((&self.running_mean, &self.running_var)),
             Mode::Train => None,

@@ -11,7 +11,7 @@ use dfdx::tensor_ops::Device;
 
 use super::classifier::{Classifier, InputOf, LogitsOf};
 use super::layers::{BatchNorm2d, BatchNormState, Conv2d, StatsRecorder};
-use crate::activations::Activation;
+use crate::activations::{Activation, BoundActivation};
 use crate::ops::{try_global_avg_pool2d, try_max_pool2d, Backend, ConvOut, Elem};
 
 /// Post-activation block with identity shortcut: `act(bn2(conv2(act(bn1(conv1(x))))) + x)`.
@@ -47,10 +47,10 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BasicBlo
 
 impl<const C: usize, D: Backend> BasicBlock<C, D> {
     /// Forward pass with the shared activation `act`.
-    pub fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>, A: Activation<D>>(
+    pub fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>, D::Err>
     where
@@ -111,10 +111,10 @@ impl<const CI: usize, const CO: usize, E: Dtype, D: Device<E>> TensorCollection<
 impl<const CI: usize, const CO: usize, D: Backend> DownBlock<CI, CO, D> {
     /// Forward pass with the shared activation `act`; `Hd` → `Ho` (stride 2).
     #[allow(clippy::type_complexity)]
-    pub fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>, A: Activation<D>>(
+    pub fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Ho, Wo, Const<CO>), Elem, D, T>, D::Err>
     where
@@ -152,10 +152,10 @@ pub struct Stages<D: Storage<E>, E: Dtype = Elem> {
 
 impl<D: Backend> Stages<D> {
     #[allow(clippy::type_complexity)]
-    fn try_forward<B: Dim, Hd, Wd, H2, W2, H3, W3, H4, W4, T: Tape<Elem, D>, A: Activation<D>>(
+    fn try_forward<B: Dim, Hd, Wd, H2, W2, H3, W3, H4, W4, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<64>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, H4, W4, Const<512>), Elem, D, T>, D::Err>
     where
@@ -281,7 +281,7 @@ macro_rules! resnet18_model {
                 rec: Option<&StatsRecorder>,
             ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
                 let x = $stem(self, x, rec)?;
-                let x = self.stages.try_forward(x, &self.activation, rec)?;
+                let x = self.stages.try_forward(x, self.activation.pointwise_fn(), rec)?;
                 self.fc.try_forward(try_global_avg_pool2d(x)?)
             }
             fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
@@ -305,7 +305,7 @@ fn cifar_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Ele
     rec: Option<&StatsRecorder>,
 ) -> Result<Tensor<(B, Const<32>, Const<32>, Const<64>), Elem, D, T>, D::Err> {
     m.bn1
-        .try_forward_act(m.conv1.try_forward(x)?, None, &m.activation, rec)
+        .try_forward_act(m.conv1.try_forward(x)?, None, m.activation.pointwise_fn(), rec)
 }
 
 #[allow(clippy::type_complexity)]
@@ -316,7 +316,7 @@ fn imagenet_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<
 ) -> Result<Tensor<(B, Const<56>, Const<56>, Const<64>), Elem, D, T>, D::Err> {
     let x = m
         .bn1
-        .try_forward_act(m.conv1.try_forward(x)?, None, &m.activation, rec)?;
+        .try_forward_act(m.conv1.try_forward(x)?, None, m.activation.pointwise_fn(), rec)?;
     try_max_pool2d::<3, 2, 1, _, _, _, 64, D, T>(x)
 }
 

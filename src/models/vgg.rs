@@ -15,7 +15,7 @@ use dfdx::tensor_ops::Device;
 
 use super::classifier::{Classifier, InputOf, LogitsOf};
 use super::layers::{BatchNorm2d, BatchNormState, Conv2dBias, Mode, ScaledNormal, StatsRecorder};
-use crate::activations::Activation;
+use crate::activations::{Activation, BoundActivation};
 use crate::ops::{try_flatten, try_max_pool2d, Backend, ConvOut, Elem};
 
 /// conv3×3 (with bias) → BN: one `features` pair of VGG.
@@ -26,10 +26,10 @@ pub struct ConvBn<const CI: usize, const CO: usize, D: Storage<E>, E: Dtype = El
 }
 
 impl<const CI: usize, const CO: usize, D: Backend> ConvBn<CI, CO, D> {
-    fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>, A: Activation<D>>(
+    fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Hd, Wd, Const<CO>), Elem, D, T>, D::Err>
     where
@@ -189,7 +189,7 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
         x: InputOf<Self, B, D, T>,
         rec: Option<&StatsRecorder>,
     ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
-        let a = &self.activation;
+        let a = self.activation.pointwise_fn();
         let x = self
             .f3
             .try_forward(self.f0.try_forward(x, a, rec)?, a, rec)?;
@@ -221,9 +221,9 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
         let x = try_flatten(try_max_pool2d::<2, 2, 0, _, _, _, 512, D, T>(x)?)?;
         let train = self.f0.bn.mode == Mode::Train;
         let x = if train { x.try_dropout(0.5)? } else { x };
-        let x = a.try_forward(self.fc1.try_forward(x)?)?;
+        let x = self.activation.try_forward(self.fc1.try_forward(x)?)?;
         let x = if train { x.try_dropout(0.5)? } else { x };
-        let x = a.try_forward(self.fc2.try_forward(x)?)?;
+        let x = self.activation.try_forward(self.fc2.try_forward(x)?)?;
         debug_assert_eq!(x.shape().1.size(), 512);
         self.fc3.try_forward(x)
     }

@@ -11,7 +11,7 @@ use dfdx::tensor_ops::{Device, TryAdd};
 
 use super::classifier::{Classifier, InputOf, LogitsOf};
 use super::layers::{BatchNorm2d, BatchNormState, Conv2d, StatsRecorder};
-use crate::activations::Activation;
+use crate::activations::{Activation, BoundActivation};
 use crate::ops::{try_avg_pool2d, try_flatten, Backend, ConvOut, Elem};
 
 /// Pre-activation block whose width or resolution changes (`in ≠ out`): the shortcut is the 1×1
@@ -64,10 +64,10 @@ impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
 impl<const CI: usize, const CO: usize, const S: usize, D: Backend> WideBlockShortcut<CI, CO, S, D> {
     /// `x = act(bn1(x)); conv2(act(bn2(conv1(x)))) + convShortcut(x)`.
     #[allow(clippy::type_complexity)]
-    pub fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>, A: Activation<D>>(
+    pub fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Ho, Wo, Const<CO>), Elem, D, T>, D::Err>
     where
@@ -123,10 +123,10 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for WideBloc
 
 impl<const C: usize, D: Backend> WideBlock<C, D> {
     /// Forward pass with the shared activation.
-    pub fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>, A: Activation<D>>(
+    pub fn try_forward<B: Dim, Hd, Wd, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Hd, Wd, Const<C>), Elem, D, T>, D::Err>
     where
@@ -190,10 +190,10 @@ impl<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Backen
     WideGroup<CI, CO, S, N, D>
 {
     #[allow(clippy::type_complexity)]
-    fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>, A: Activation<D>>(
+    fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>>(
         &self,
         x: Tensor<(B, Hd, Wd, Const<CI>), Elem, D, T>,
-        act: &A,
+        act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
     ) -> Result<Tensor<(B, Ho, Wo, Const<CO>), Elem, D, T>, D::Err>
     where
@@ -340,7 +340,7 @@ impl<
         x: InputOf<Self, B, D, T>,
         rec: Option<&StatsRecorder>,
     ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
-        let act = &self.activation;
+        let act = self.activation.pointwise_fn();
         let x = self.conv1.try_forward(x)?;
         let x = self.block1.try_forward(x, act, rec)?;
         let x = self.block2.try_forward(x, act, rec)?;

@@ -49,7 +49,9 @@ impl ScalarFn for Identity {
 }
 
 /// Per-channel sums over rows of `f(rows, acc)` (`acc` holds `W` sums per channel), in f64, in
-/// parallel over blocks of [`ROWS`] rows.
+/// parallel over blocks of [`ROWS`] rows. The block sums are added in block order, never in the
+/// order rayon happens to join them, so the result is bit-identical from run to run (a resumed
+/// training run repeats an uninterrupted one exactly).
 fn channel_sums<const W: usize>(
     n_rows: usize,
     c: usize,
@@ -62,13 +64,12 @@ fn channel_sums<const W: usize>(
             f(t * ROWS..((t + 1) * ROWS).min(n_rows), &mut s);
             s
         })
-        .reduce(
-            || vec![0.0f64; W * c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; W * c], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        })
 }
 
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]

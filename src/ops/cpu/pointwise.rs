@@ -38,7 +38,10 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
                 .par_chunks_mut(CHUNK)
                 .zip(xs.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK)))
                 .map(|(gx, (x, gy))| f.backward(x, gy, gx, want))
-                .reduce(|| [0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]]);
+                .collect::<Vec<_>>()
+                .into_iter()
+                // chunk order, not rayon's join order: the parameter gradient is reproducible
+                .fold([0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]]);
             for (p, s) in params.iter().zip([p0, p1]) {
                 if let (Some(p), true) = (p, wants_params) {
                     let gp: &mut Vec<Elem> = grads.get_or_alloc_mut(p)?;
