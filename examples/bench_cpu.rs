@@ -13,7 +13,7 @@ use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
 use robust_paf::models::{Classifier, ResNet18};
 use robust_paf::ops::profile::scope;
-use robust_paf::train::{PafSgd, SgdSettings};
+use robust_paf::train::{Sgd, SgdSettings};
 
 type Dev = Cpu;
 type Images = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Dev>;
@@ -67,9 +67,7 @@ where
     let mut model = ResNet18::<A, Dev>::new(dev);
     // lr 1e-3: without the paper's β penalty and clipping (a later issue) lr 0.1 on random labels
     // pushes PSSiLU's |β| past 1 in one step, which `step` reports as an error.
-    let mut opt = PafSgd::new(
-        &model,
-        SgdSettings {
+    let mut opt = Sgd::new(SgdSettings {
             lr: 1e-3,
             ..Default::default()
         },
@@ -90,7 +88,7 @@ where
                 loss.backward()
             };
             let _t = scope("(step) sgd + zero_grads");
-            opt.step(&mut model, &grads).unwrap();
+            opt.step(&mut model, &mut grads).unwrap();
             model.zero_grads(&mut grads);
         });
         println!(

@@ -15,7 +15,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
 use robust_paf::models::{Classifier, ResNet18, WideResNet28x10};
-use robust_paf::train::{PafSgd, SgdSettings};
+use robust_paf::train::{Sgd, SgdSettings};
 
 type Dev = Cuda;
 type Images = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Dev>;
@@ -125,9 +125,7 @@ fn resnet<A: Activation<Dev>>(
     ResNet18<A, Dev>: BuildModule<Dev, f32>,
 {
     let mut model = ResNet18::<A, Dev>::new(dev);
-    let mut opt = PafSgd::new(
-        &model,
-        SgdSettings {
+    let mut opt = Sgd::new(SgdSettings {
             lr: 1e-3,
             ..Default::default()
         },
@@ -140,7 +138,7 @@ fn resnet<A: Activation<Dev>>(
         let ms = median_ms(dev, reps, mem, || {
             let logits = model.logits_mut(x.clone().traced(grads.clone()));
             grads = cross_entropy_with_logits_loss(logits, y.clone()).backward();
-            opt.step(&mut model, &grads).unwrap();
+            opt.step(&mut model, &mut grads).unwrap();
             model.zero_grads(&mut grads);
         });
         report(&format!("rust train fwd+bwd+SGD {name} fp32"), b, ms);
@@ -163,7 +161,7 @@ fn resnet<A: Activation<Dev>>(
         model.train();
         let logits = model.logits_mut(adv.traced(grads.clone()));
         grads = cross_entropy_with_logits_loss(logits, y.clone()).backward();
-        opt.step(&mut model, &grads).unwrap();
+        opt.step(&mut model, &mut grads).unwrap();
         model.zero_grads(&mut grads);
     });
     report(
@@ -188,9 +186,7 @@ fn main() {
     resnet::<Pssilu<Dev>>(&dev, "pssilu", &batches[..1], reps, &mut mem);
     let b = if small { 4 } else { 128 };
     let mut wrn = WideResNet28x10::<Pssilu<Dev>, Dev>::new(&dev);
-    let mut opt = PafSgd::new(
-        &wrn,
-        SgdSettings {
+    let mut opt = Sgd::new(SgdSettings {
             lr: 1e-3,
             ..Default::default()
         },
@@ -201,7 +197,7 @@ fn main() {
     let ms = median_ms(&dev, reps.min(5), &mut mem, || {
         let logits = wrn.logits_mut(x.clone().traced(grads.clone()));
         grads = cross_entropy_with_logits_loss(logits, y.clone()).backward();
-        opt.step(&mut wrn, &grads).unwrap();
+        opt.step(&mut wrn, &mut grads).unwrap();
         wrn.zero_grads(&mut grads);
     });
     report("rust WRN-28-10 train fwd+bwd+SGD pssilu fp32", b, ms);

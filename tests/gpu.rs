@@ -15,7 +15,7 @@ use dfdx::prelude::*;
 use robust_paf::activations::{ActivationKind, PafFn, Pssilu, Relu};
 use robust_paf::models::{named_gradients, named_tensors, Classifier, ResNet18, WideResNet28x10};
 use robust_paf::ops::Backend;
-use robust_paf::train::{PafSgd, SgdSettings};
+use robust_paf::train::{Sgd, SgdSettings};
 
 const TOL: f64 = 1e-4;
 
@@ -107,10 +107,10 @@ macro_rules! check_model {
             lr: 0.01,
             ..Default::default()
         };
-        let mut o_cpu = PafSgd::new(&m_cpu, settings.clone()).unwrap();
-        let mut o_gpu = PafSgd::new(&m_gpu, settings).unwrap();
-        o_cpu.step(&mut m_cpu, &g_cpu).unwrap();
-        o_gpu.step(&mut m_gpu, &g_gpu).unwrap();
+        let mut o_cpu = Sgd::new(settings).unwrap();
+        let mut o_gpu = Sgd::new(settings).unwrap();
+        o_cpu.step(&mut m_cpu, &mut g_cpu).unwrap();
+        o_gpu.step(&mut m_gpu, &mut g_gpu).unwrap();
         assert_all_rel(
             concat!($name, " parameters after an SGD step"),
             &named_tensors(&m_gpu).unwrap(),

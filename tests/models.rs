@@ -7,7 +7,7 @@ use robust_paf::models::{
     Classifier, Mode, ResNet18, ResNet18ImageNet, Vgg16Bn, WideResNet16x4, WideResNet28x10,
     WideResNet34x10,
 };
-use robust_paf::train::{PafSgd, SgdSettings};
+use robust_paf::train::{Sgd, SgdSettings};
 
 type Dev = Cpu;
 
@@ -175,13 +175,13 @@ fn frozen_parameters_get_no_update_from_an_optimizer_step() {
     let dev = Dev::seed_from_u64(0);
     let mut m = ResNet18::<Pssilu<Dev>, Dev>::new(&dev);
     m.activation_mut().freeze("alpha", 2.0).unwrap();
-    let mut opt = PafSgd::new(&m, SgdSettings::default()).unwrap();
+    let mut opt = Sgd::new(SgdSettings::default()).unwrap();
     let conv_before = m.conv1.weight.as_vec();
     let beta_before = m.activation.beta.as_vec()[0];
     let g = m.alloc_grads();
     let y = m.logits_mut(input::<32>(&dev, 4).traced(g));
-    let grads = y.square().mean().backward();
-    opt.step(&mut m, &grads).unwrap();
+    let mut grads = y.square().mean().backward();
+    opt.step(&mut m, &mut grads).unwrap();
     assert_eq!(
         m.activation.alpha.as_vec()[0],
         2.0,
@@ -229,17 +229,13 @@ fn invalid_parameters_are_errors_not_panics() {
     assert!(m.activation_mut().set_parameter("beta", 1.5).is_err());
     assert!(m.activation_mut().set_parameter("gamma", 0.5).is_err());
     assert!(m.activation_mut().set_parameter("alpha", f64::NAN).is_err());
-    assert!(PafSgd::new(
-        &m,
-        SgdSettings {
+    assert!(Sgd::<Dev>::new(SgdSettings {
             lr: -0.1,
             ..Default::default()
         }
     )
     .is_err());
-    assert!(PafSgd::new(
-        &m,
-        SgdSettings {
+    assert!(Sgd::<Dev>::new(SgdSettings {
             momentum: 1.5,
             ..Default::default()
         }

@@ -16,9 +16,9 @@ pub mod trades;
 
 pub use apgd::{apgd, ApgdConfig, ApgdLoss};
 pub use fab::{fab_targeted, FabConfig};
-pub use pgd::{fgsm, pgd, PgdConfig};
+pub use pgd::{fgsm, pgd, pgd_from, PgdConfig};
 pub use square::{square, SquareConfig};
-pub use trades::{trades_adversary, TradesConfig};
+pub use trades::{trades_adversary, trades_adversary_from, TradesConfig};
 
 use dfdx::shapes::{Axes3, ConstDim, HasShape, Shape};
 use dfdx::tensor::{Tape, Tensor};
@@ -37,8 +37,10 @@ use crate::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Norm {
     /// ‖δ‖∞ ≤ ε: sign-gradient steps, clipping.
+    #[serde(alias = "linf")]
     Linf,
     /// ‖δ‖₂ ≤ ε (per image): normalised-gradient steps, rescaling.
+    #[serde(alias = "l2")]
     L2,
 }
 

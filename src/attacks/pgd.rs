@@ -75,37 +75,65 @@ pub fn pgd<M: AttackModel<D>, D: Backend>(
     cfg: &PgdConfig,
 ) -> Result<Images<M, D>, Error> {
     cfg.validate()?;
+    let dev = x.device().clone();
+    let eps = cfg.eps as f32;
+    let delta = if cfg.random_start && eps > 0.0 {
+        let mut noise = Noise::new(cfg.seed);
+        let shape = *x.shape();
+        Some(match cfg.norm {
+            Norm::Linf => noise.uniform(&dev, shape, -eps, eps),
+            Norm::L2 => {
+                let n = l2_normalise(noise.normal(&dev, shape)).map_err(device_err)?;
+                let r: Vec<f32> = noise
+                    .unit_interval(shape.0)
+                    .into_iter()
+                    .map(|r| r * eps)
+                    .collect();
+                let r = dev.tensor_from_vec(r, (shape.0,));
+                n.try_mul(r.try_broadcast_like(&shape).map_err(device_err)?)
+                    .map_err(device_err)?
+            }
+        })
+    } else {
+        None
+    };
+    pgd_from(model, x, labels, delta.as_ref(), cfg)
+}
+
+/// PGD from the explicit start `x + δ₀` (`delta0 = None`: from `x`), clamped to `[0, 1]` first
+/// only if `cfg.clip_start`; `cfg.random_start` and `cfg.seed` are not used. With the same δ₀ a
+/// step can be compared number for number with another implementation (the trainer draws δ₀ as
+/// the paper's code does and calls this).
+pub fn pgd_from<M: AttackModel<D>, D: Backend>(
+    model: &mut M,
+    x: &Images<M, D>,
+    labels: &[usize],
+    delta0: Option<&Images<M, D>>,
+    cfg: &PgdConfig,
+) -> Result<Images<M, D>, Error> {
+    cfg.validate()?;
     check_labels(labels, x.shape().0, M::Classes::SIZE)?;
+    if let Some(d) = delta0 {
+        if d.shape().0 != x.shape().0 {
+            return Err(Error::InvalidParameter {
+                name: "delta0",
+                value: d.shape().0 as f64,
+                reason: "the start perturbation needs one image per input image",
+            });
+        }
+    }
     let dev = x.device().clone();
     let y = one_hot::<M::Classes, D>(&dev, labels)?;
     let (eps, alpha) = (cfg.eps as f32, cfg.step_size as f32);
-    in_eval_mode(model, |m| -> Result<Images<M, D>, Error> {
-        let mut noise = Noise::new(cfg.seed);
-        let shape = *x.shape();
-        let mut adv = x.clone();
-        if cfg.random_start && eps > 0.0 {
-            let delta = match cfg.norm {
-                Norm::Linf => noise.uniform(&dev, shape, -eps, eps),
-                Norm::L2 => {
-                    let n = l2_normalise(noise.normal(&dev, shape)).map_err(device_err)?;
-                    let r: Vec<f32> = noise
-                        .unit_interval(shape.0)
-                        .into_iter()
-                        .map(|r| r * eps)
-                        .collect();
-                    let r = dev.tensor_from_vec(r, (shape.0,));
-                    n.try_mul(r.try_broadcast_like(&shape).map_err(device_err)?)
-                        .map_err(device_err)?
-                }
-            };
-            adv = adv.try_add(delta).map_err(device_err)?;
-            if cfg.clip_start {
-                adv = adv.try_clamp(0.0, 1.0).map_err(device_err)?;
-            }
+    let mut adv = x.clone();
+    if let Some(d) = delta0 {
+        adv = adv.try_add(d.clone()).map_err(device_err)?;
+        if cfg.clip_start {
+            adv = adv.try_clamp(0.0, 1.0).map_err(device_err)?;
         }
-        // a start that is never stepped is still projected: a valid adversarial example
-        ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps)
-    })
+    }
+    // a start that is never stepped is still projected: a valid adversarial example
+    in_eval_mode(model, |m| ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps))
 }
 
 /// FGSM: one signed gradient step of size ε from `x` (ℓ∞), clamped to `[0, 1]`.

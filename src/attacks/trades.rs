@@ -54,7 +54,30 @@ pub fn trades_adversary<M: AttackModel<D>, D: Backend>(
     cfg: &TradesConfig,
 ) -> Result<Images<M, D>, Error> {
     cfg.validate()?;
-    let dev = x.device().clone();
+    let start = Noise::new(cfg.seed)
+        .normal(x.device(), *x.shape())
+        .try_mul(cfg.start_std as f32)
+        .map_err(device_err)?;
+    trades_adversary_from(model, x, &start, cfg)
+}
+
+/// [`trades_adversary`] from the explicit start `x + δ₀` (the trainer draws δ₀ =
+/// `start_std`·N(0, I) itself, so a step can be compared with another implementation);
+/// `cfg.start_std` and `cfg.seed` are not used.
+pub fn trades_adversary_from<M: AttackModel<D>, D: Backend>(
+    model: &mut M,
+    x: &Images<M, D>,
+    delta0: &Images<M, D>,
+    cfg: &TradesConfig,
+) -> Result<Images<M, D>, Error> {
+    cfg.validate()?;
+    if delta0.shape().0 != x.shape().0 {
+        return Err(Error::InvalidParameter {
+            name: "delta0",
+            value: delta0.shape().0 as f64,
+            reason: "the start perturbation needs one image per input image",
+        });
+    }
     let eps = cfg.eps as f32;
     let step = match cfg.norm {
         Norm::Linf => cfg.step_size as f32,
@@ -66,12 +89,7 @@ pub fn trades_adversary<M: AttackModel<D>, D: Backend>(
             .map_err(device_err)?
             .try_softmax::<dfdx::shapes::Axis<1>>()
             .map_err(device_err)?;
-        let mut noise = Noise::new(cfg.seed);
-        let start = noise
-            .normal(&dev, *x.shape())
-            .try_mul(cfg.start_std as f32)
-            .map_err(device_err)?;
-        let adv = x.clone().try_add(start).map_err(device_err)?;
+        let adv = x.clone().try_add(delta0.clone()).map_err(device_err)?;
         ascend(m, x, adv, &p_clean, cfg.norm, step, eps, cfg.steps)
     })
 }

@@ -311,6 +311,13 @@ impl Loader {
 
     /// The batches of epoch `epoch` (0-based), prepared in the background.
     pub fn epoch(&self, epoch: usize) -> Epoch {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of epoch `epoch` from batch `first` on: the same batches as the tail of
+    /// [`Loader::epoch`] (order and augmentation depend only on the seed, the epoch and the step),
+    /// without preparing the skipped ones. A resumed training run continues here.
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> Epoch {
         let order = permutation(self.source.len(), self.cfg.shuffle, self.cfg.seed, 0, epoch);
         let plan = order
             .chunks(self.cfg.batch_size)
@@ -326,6 +333,7 @@ impl Loader {
                     .collect();
                 (slots, mix([self.cfg.seed, 2, epoch as u64, step as u64]))
             })
+            .skip(first)
             .collect();
         Epoch::spawn(
             plan,
@@ -424,6 +432,11 @@ impl MixedLoader {
     /// (restarted with a new permutation if the set is smaller than an epoch needs), each batch
     /// shuffled.
     pub fn epoch(&self, epoch: usize) -> Epoch {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of epoch `epoch` from batch `first` on (see [`Loader::epoch_from`]).
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> Epoch {
         let seed = self.cfg.seed;
         let real = permutation(self.real.len(), true, seed, 10, epoch);
         let n_syn = self.synthetic.len();
@@ -453,6 +466,7 @@ impl MixedLoader {
             }
             plan.push((slots, mix([seed, 3, epoch as u64, step as u64])));
         }
+        plan.drain(..first.min(plan.len()));
         Epoch::spawn(
             plan,
             self.real.clone(),

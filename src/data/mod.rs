@@ -24,5 +24,5 @@ pub use error::DataError;
 pub use fashion_mnist::FashionMnist;
 pub use folder::{decode_png, ImageFolder};
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
-pub use loader::{HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
+pub use loader::{Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
 pub use npz::{load_npz, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES};

@@ -167,6 +167,16 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
     ) -> Result<Tensor<S, Elem, Self, T>, Self::Err>
     where
         T: Tape<Elem, Self>;
+
+    /// `a ← a·alpha + b·beta` element-wise, in place: `a` keeps its identity (the key of its
+    /// gradient), as an optimizer update needs. dfdx's own `axpy` kernel, whose trait dfdx 0.13
+    /// does not export (so generic code cannot name it); `a` and `b` need equal strides.
+    fn axpy<S: Shape>(
+        a: &mut Tensor<S, Elem, Self>,
+        alpha: f64,
+        b: &Tensor<S, Elem, Self>,
+        beta: f64,
+    ) -> Result<(), Self::Err>;
 }
 
 /// CUDA: every kernel composed of dfdx's public ops ([`composed`]); the fused batch norm +
@@ -220,5 +230,14 @@ impl Backend for dfdx::tensor::Cuda {
         T: Tape<Elem, Self>,
     {
         composed::pointwise(x, f, params)
+    }
+
+    fn axpy<S: Shape>(
+        a: &mut Tensor<S, Elem, Self>,
+        alpha: f64,
+        b: &Tensor<S, Elem, Self>,
+        beta: f64,
+    ) -> Result<(), Self::Err> {
+        a.try_axpy(alpha, b, beta)
     }
 }

@@ -182,4 +182,13 @@ impl crate::ops::Backend for Cpu {
         alloc::tune_once();
         pointwise::forward(x, f, params)
     }
+
+    fn axpy<S: Shape>(
+        a: &mut Tensor<S, Elem, Self>,
+        alpha: f64,
+        b: &Tensor<S, Elem, Self>,
+        beta: f64,
+    ) -> Result<(), Self::Err> {
+        a.try_axpy(alpha, b, beta)
+    }
 }

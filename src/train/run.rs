@@ -1,0 +1,752 @@
+//! A training run (PAPER.md §3.1, §3.2): the epoch loop over a [`TrainConfig`], with the
+//! per-epoch evaluation and model selection of the official `train.py`, a run directory, and
+//! resume after any interruption.
+//!
+//! The run directory holds
+//! - `config.toml`: the resolved configuration;
+//! - `metrics.jsonl`: one JSON line per epoch ([`EpochRecord`]: epoch, lr, train loss and
+//!   accuracies, test clean and PGD accuracy, the activation's α/β, seconds) and, with
+//!   `run.log_every_steps`, one per N steps ([`StepRecord`]);
+//! - `last.safetensors`: model, momentum buffers and run position, after every epoch and every
+//!   `run.checkpoint_every_steps` steps;
+//! - `best.safetensors`: the model of the best evaluation (PGD accuracy for adversarial
+//!   trainers, clean accuracy for standard training; strictly better than before, as the
+//!   official `is_best = prec > best_prec`);
+//! - `summary.json`: written when the run finishes ([`RunSummary`]).
+//!
+//! Everything random depends only on the seed and the step: the initial weights (the caller
+//! builds the model on a device seeded with `cfg.seed`), the data order and augmentation
+//! (`(seed, epoch, step)`), each step's attack start and each evaluation's PGD start. A run
+//! killed at any point (even `kill -9`) and resumed from `last.safetensors` therefore repeats the
+//! uninterrupted run exactly on the CPU: the same losses and accuracies, epoch by epoch (VGG's
+//! dropout excepted: it draws from the device's generator).
+//!
+//! A non-finite loss stops the run with [`TrainError::NonFiniteLoss`] before that step changes
+//! anything; the checkpoints on disk stay those of before.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dfdx::shapes::ConstDim;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    read_checkpoint, save_checkpoint, write_atomic, Best, CheckpointMeta, EpochSums, RunPosition,
+};
+use super::config::{Selection, TrainConfig};
+use super::data::{TrainData, TrainLoader};
+use super::optim::{LrSchedule, Sgd, SgdSettings};
+use super::step::{train_step, Start, StepSettings};
+use super::TrainError;
+use crate::activations::Activation;
+use crate::attacks::{classified_correctly, host_images, in_eval_mode, pgd, PgdConfig};
+use crate::models::Classifier;
+use crate::ops::Backend;
+use crate::progress::Progress;
+
+/// `config.toml`, `metrics.jsonl`, ... of a run directory.
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const LAST_FILE: &str = "last.safetensors";
+pub const BEST_FILE: &str = "best.safetensors";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// One line of `metrics.jsonl` per epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Always `"epoch"`.
+    pub kind: String,
+    /// 0-based, warm-up epochs first.
+    pub epoch: usize,
+    /// `"warmup"` or `"train"`.
+    pub phase: String,
+    /// Steps done after this epoch.
+    pub global_step: usize,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    pub momentum: f64,
+    /// Mean objective over the epoch's images (penalty included).
+    pub train_loss: f64,
+    /// Accuracy of the train-mode forward on the clean batches.
+    pub train_clean_accuracy: f64,
+    /// Accuracy of the train-mode forward on the adversarial batches (PGD-AT, TRADES).
+    pub train_adv_accuracy: Option<f64>,
+    /// Test accuracy in eval mode (`None` when this epoch was not evaluated).
+    pub test_clean_accuracy: Option<f64>,
+    /// Test PGD accuracy (the trainer's threat model, `eval.pgd_steps` steps, random start).
+    pub test_pgd_accuracy: Option<f64>,
+    /// Test images evaluated.
+    pub test_examples: usize,
+    /// The activation's parameters after the epoch (raw α, β).
+    pub activation: BTreeMap<String, f64>,
+    /// This epoch wrote `best.safetensors`.
+    pub best: bool,
+    /// Seconds of the epoch (training and evaluation).
+    pub seconds: f64,
+    /// Training images per second (real + synthetic).
+    pub images_per_second: f64,
+}
+
+/// One line of `metrics.jsonl` every `run.log_every_steps` steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Always `"step"`.
+    pub kind: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub global_step: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub clean_accuracy: f64,
+    pub adv_accuracy: Option<f64>,
+    pub beta_grad: Option<f64>,
+    pub activation: BTreeMap<String, f64>,
+}
+
+/// `summary.json` of a finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Always `"finished"`.
+    pub status: String,
+    pub name: String,
+    pub architecture: String,
+    pub arch: String,
+    pub activation: String,
+    pub trainer: String,
+    pub dataset: String,
+    pub seed: u64,
+    pub fix_alpha: Option<f64>,
+    pub fix_beta: Option<f64>,
+    pub epochs: usize,
+    pub steps: usize,
+    /// `"pgd"` or `"clean"`: what chose the best epoch.
+    pub selection: String,
+    pub best_epoch: Option<usize>,
+    pub best_clean_accuracy: Option<f64>,
+    pub best_pgd_accuracy: Option<f64>,
+    pub final_clean_accuracy: Option<f64>,
+    pub final_pgd_accuracy: Option<f64>,
+    pub final_train_loss: f64,
+    /// The activation's parameters at the end.
+    pub activation_parameters: BTreeMap<String, f64>,
+    pub test_examples: usize,
+    pub seconds: f64,
+    pub crate_version: String,
+}
+
+/// How [`train`] treats an existing run directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// A new run: the directory must not hold one already.
+    Fresh,
+    /// Continue the run in the directory (its configuration must equal the one given); a
+    /// directory with no checkpoint yet starts from the beginning.
+    Resume,
+    /// Resume when the directory holds a run, start one otherwise (sweeps). A finished run is
+    /// returned as is.
+    Auto,
+}
+
+/// A finished run: the model after the last step and the summary.
+pub struct TrainedRun<M> {
+    pub model: M,
+    pub summary: RunSummary,
+    pub dir: PathBuf,
+}
+
+fn split_mix(words: [u64; 3]) -> u64 {
+    let mut z = 0x243F_6A88_85A3_08D3u64;
+    for w in words {
+        z = (z ^ w).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
+/// The seed of step `global_step`'s attack start.
+pub fn step_seed(seed: u64, global_step: usize) -> u64 {
+    split_mix([seed, 1, global_step as u64])
+}
+
+/// The seed of epoch `epoch`'s evaluation PGD.
+pub fn eval_seed(seed: u64, epoch: usize) -> u64 {
+    split_mix([seed, 2, epoch as u64])
+}
+
+fn activation_map<M: Classifier<D>, D: Backend>(m: &M) -> BTreeMap<String, f64> {
+    m.activation()
+        .parameters()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
+    f.sync_data().map_err(|e| TrainError::io(path, e))
+}
+
+/// Keeps the lines of `metrics.jsonl` written before the checkpoint a run resumes from.
+fn truncate_metrics(path: &Path, epochs_done: usize, global_step: usize) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let mut kept = String::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue; // a line torn by the kill
+        };
+        let keep = match v.get("kind").and_then(|k| k.as_str()) {
+            Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epochs_done),
+            Some("step") => v["global_step"]
+                .as_u64()
+                .is_some_and(|s| (s as usize) <= global_step),
+            _ => false,
+        };
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    write_atomic(path, kept.as_bytes())
+}
+
+/// Reads the epoch lines of a run's `metrics.jsonl`.
+pub fn read_metrics(dir: &Path) -> Result<Vec<EpochRecord>, TrainError> {
+    let path = dir.join(METRICS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| TrainError::Parse {
+            origin: format!("{} line {}", path.display(), i + 1),
+            message: e.to_string(),
+        })?;
+        if v.get("kind").and_then(|k| k.as_str()) == Some("epoch") {
+            out.push(serde_json::from_value(v).map_err(|e| TrainError::Parse {
+                origin: format!("{} line {}", path.display(), i + 1),
+                message: e.to_string(),
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a run's `summary.json`, if the run finished.
+pub fn read_summary(dir: &Path) -> Result<Option<RunSummary>, TrainError> {
+    let path = dir.join(SUMMARY_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| TrainError::Parse {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TrainError::io(&path, e)),
+    }
+}
+
+/// Checks that `model` is what `cfg.model` describes and applies the activation settings
+/// (fixed-β PSSiLU's β, frozen α/β).
+pub fn prepare_model<M: Classifier<D>, D: Backend>(
+    cfg: &TrainConfig,
+    model: &mut M,
+) -> Result<(), TrainError> {
+    let m = &cfg.model;
+    let mismatch = |what: String| TrainError::Config {
+        field: "model".to_string(),
+        value: format!("{} / {}", m.arch, m.activation.code_name()),
+        reason: format!("the model given is {what}"),
+    };
+    if M::Act::KIND != m.activation {
+        return Err(mismatch(format!("built with {}", M::Act::NAME)));
+    }
+    if !model.architecture().starts_with(m.arch.architecture_prefix()) {
+        return Err(mismatch(model.architecture()));
+    }
+    let classes = <M::Classes as ConstDim>::SIZE;
+    if classes != cfg.data.dataset.classes() {
+        return Err(mismatch(format!(
+            "a {classes}-class model, the dataset has {}",
+            cfg.data.dataset.classes()
+        )));
+    }
+    let act = model.activation_mut();
+    if let Some(b) = m.pssilu_beta {
+        act.set_parameter("beta", b)?;
+    }
+    if let Some(a) = m.fix_alpha {
+        act.freeze("alpha", a)?;
+    }
+    if let Some(b) = m.fix_beta {
+        act.freeze("beta", b)?;
+    }
+    Ok(())
+}
+
+struct Eval {
+    pixels: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+/// Clean and (optionally) PGD accuracy on the evaluation images, in eval mode.
+fn evaluate_epoch<M: Classifier<D>, D: Backend>(
+    cfg: &TrainConfig,
+    model: &mut M,
+    dev: &D,
+    data: &Eval,
+    epoch: usize,
+    progress: &mut dyn Progress,
+) -> Result<(f64, Option<f64>), TrainError> {
+    let b = cfg.eval.batch_size;
+    let f = data.pixels.len() / data.labels.len().max(1);
+    let n = data.labels.len();
+    let with_pgd = cfg.eval_pgd();
+    let pgd_cfg = PgdConfig {
+        norm: cfg.trainer.norm,
+        eps: cfg.trainer.eps,
+        step_size: cfg.trainer.step_size,
+        steps: cfg.eval.pgd_steps,
+        random_start: true,
+        clip_start: cfg.trainer.clip_start,
+        seed: eval_seed(cfg.seed, epoch),
+    };
+    progress.start("evaluation", n.div_ceil(b) as u64);
+    let (mut clean, mut robust) = (0usize, 0usize);
+    for (c, y) in data.labels.chunks(b).enumerate() {
+        let s = c * b;
+        let x = &data.pixels[s * f..(s + y.len()) * f];
+        let ok = in_eval_mode(model, |m| classified_correctly(m, dev, x, y))?;
+        clean += ok.iter().filter(|v| **v).count();
+        if with_pgd {
+            let xt = host_images::<M, D>(dev, x.to_vec(), y.len());
+            let cfg_c = PgdConfig {
+                seed: split_mix([pgd_cfg.seed, 3, c as u64]),
+                ..pgd_cfg.clone()
+            };
+            let adv = pgd(model, &xt, y, &cfg_c)?.as_vec();
+            let ok = in_eval_mode(model, |m| classified_correctly(m, dev, &adv, y))?;
+            robust += ok.iter().filter(|v| **v).count();
+        }
+        progress.advance(1);
+    }
+    progress.finish();
+    let n = n.max(1) as f64;
+    Ok((clean as f64 / n, with_pgd.then(|| robust as f64 / n)))
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+fn fmt_params(p: &BTreeMap<String, f64>) -> String {
+    if p.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = p.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    format!(" | {}", parts.join(" "))
+}
+
+/// Trains `model` as `cfg` says on `data`, in the run directory `dir` (see the module docs),
+/// reporting progress; `model` must be freshly built on `dev` seeded with `cfg.seed` for a run
+/// to be reproducible. Returns the model after the last step and the summary.
+pub fn train<M: Classifier<D>, D: Backend>(
+    cfg: &TrainConfig,
+    mut model: M,
+    dev: &D,
+    data: &TrainData,
+    dir: &Path,
+    mode: RunMode,
+    progress: &mut dyn Progress,
+) -> Result<TrainedRun<M>, TrainError> {
+    cfg.validate()?;
+    let f = <M::Height as ConstDim>::SIZE * <M::Width as ConstDim>::SIZE * <M::Channels as ConstDim>::SIZE;
+    if f != crate::data::IMAGE_BYTES {
+        return Err(TrainError::Config {
+            field: "model.arch".into(),
+            value: cfg.model.arch.to_string(),
+            reason: "the data sets hold 32×32×3 images".into(),
+        });
+    }
+    if data.test.classes > <M::Classes as ConstDim>::SIZE {
+        return Err(TrainError::Config {
+            field: "data.dataset".into(),
+            value: cfg.data.dataset.name().into(),
+            reason: "more classes than the model".into(),
+        });
+    }
+    prepare_model(cfg, &mut model)?;
+    let config_path = dir.join(CONFIG_FILE);
+    let metrics_path = dir.join(METRICS_FILE);
+    let last_path = dir.join(LAST_FILE);
+    let best_path = dir.join(BEST_FILE);
+    let run_dir_err = |reason: String| TrainError::RunDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let exists = last_path.exists() || config_path.exists();
+    let resume = match mode {
+        RunMode::Fresh if exists => {
+            return Err(run_dir_err(
+                "already holds a run (resume it with --resume, or choose another --out)".into(),
+            ))
+        }
+        RunMode::Fresh => false,
+        RunMode::Resume if !exists => {
+            return Err(run_dir_err("holds no run to resume (no config.toml)".into()))
+        }
+        RunMode::Resume | RunMode::Auto => exists,
+    };
+    if resume {
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
+        let on_disk = TrainConfig::from_toml(&text, &config_path.display().to_string())?;
+        if &on_disk != cfg {
+            return Err(run_dir_err(
+                "its config.toml differs from the configuration given; resume it with its own \
+                 configuration (robust-paf train --resume DIR)"
+                    .into(),
+            ));
+        }
+        if let Some(s) = read_summary(dir)? {
+            return Ok(TrainedRun {
+                model,
+                summary: s,
+                dir: dir.to_path_buf(),
+            });
+        }
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+        write_atomic(&metrics_path, b"")?;
+    }
+
+    let loader = TrainLoader::new(cfg, data)?;
+    let steps = loader.steps_per_epoch();
+    let o = &cfg.optim;
+    let warmup = o.warmup_epochs;
+    let total_epochs = warmup + o.epochs;
+    let schedule = LrSchedule {
+        lr: o.lr,
+        lr_min: o.lr_min,
+        momentum: o.momentum,
+        warmup_steps: warmup * steps,
+        main_steps: o.epochs * steps,
+        warmup_keeps_momentum: o.warmup_keeps_momentum,
+    };
+    let mut opt = Sgd::new(SgdSettings {
+        lr: o.lr,
+        momentum: o.momentum,
+        weight_decay: o.weight_decay,
+        nesterov: o.nesterov,
+    })?;
+    let settings = StepSettings {
+        decay_activation: o.weight_decay_on_activation,
+    };
+
+    let mut pos = RunPosition {
+        epochs_done: 0,
+        step_in_epoch: 0,
+        global_step: 0,
+        lr: o.lr,
+        momentum: o.momentum,
+        sums: EpochSums::default(),
+        best: None,
+        seconds: 0.0,
+    };
+    if resume && last_path.exists() {
+        let ckpt = read_checkpoint(&last_path)?;
+        if ckpt.meta.config.as_ref() != Some(cfg) {
+            return Err(run_dir_err(format!(
+                "{LAST_FILE} was written by another configuration"
+            )));
+        }
+        ckpt.apply(&mut model, Some(&mut opt))?;
+        pos = ckpt.meta.position.clone().ok_or_else(|| {
+            run_dir_err(format!("{LAST_FILE} holds no run position (not a training checkpoint)"))
+        })?;
+        truncate_metrics(&metrics_path, pos.epochs_done, pos.global_step)?;
+        progress.message(&format!(
+            "resuming {} at epoch {}, step {} (global step {})",
+            cfg.name,
+            pos.epochs_done + 1,
+            pos.step_in_epoch,
+            pos.global_step
+        ));
+    } else if resume {
+        // started, but killed before its first checkpoint: start again
+        write_atomic(&metrics_path, b"")?;
+    }
+
+    let n_eval = cfg.eval.n_examples.unwrap_or(data.test.len()).min(data.test.len());
+    let eval = Eval {
+        pixels: data.test.pixels()[..n_eval * f]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect(),
+        labels: data.test.labels()[..n_eval]
+            .iter()
+            .map(|&l| l as usize)
+            .collect(),
+    };
+    let selection = cfg.selection();
+    let run_started = Instant::now();
+    let seconds_before = pos.seconds;
+    // save_checkpoint describes the model itself; this carries the run's part
+    let template = CheckpointMeta::describe(&model);
+    let meta_for = |pos: &RunPosition| CheckpointMeta {
+        seed: Some(cfg.seed),
+        position: Some(pos.clone()),
+        config: Some(cfg.clone()),
+        ..template.clone()
+    };
+    let mut last_record: Option<EpochRecord> = None;
+    progress.message(&format!(
+        "{}: {} on {}, {} steps/epoch, {} epochs{}",
+        cfg.name,
+        model.architecture(),
+        data.description,
+        steps,
+        o.epochs,
+        if warmup > 0 {
+            format!(" + {warmup} warm-up")
+        } else {
+            String::new()
+        }
+    ));
+
+    for epoch in pos.epochs_done..total_epochs {
+        progress.outer(epoch as u64, total_epochs as u64);
+        progress.start(&format!("epoch {}/{}", epoch + 1, total_epochs), steps as u64);
+        let first = pos.step_in_epoch;
+        progress.advance(first as u64);
+        let epoch_started = Instant::now();
+        let seconds_in_epoch_before = pos.sums.seconds;
+        for (i, batch) in loader.epoch_from(epoch, first).enumerate() {
+            let step = first + i;
+            let batch = batch?;
+            let t = pos.global_step;
+            opt.set_lr(schedule.lr_at(t));
+            opt.set_momentum(schedule.momentum_at(t));
+            let x = host_images::<M, D>(dev, batch.pixels, batch.labels.len());
+            let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+            let step_started = Instant::now();
+            let out = train_step(
+                &cfg.trainer,
+                &settings,
+                &mut model,
+                &mut opt,
+                &x,
+                &labels,
+                Start::Seeded(step_seed(cfg.seed, t)),
+            )
+            .map_err(|e| match e {
+                crate::Error::NonFinite { what } => TrainError::NonFiniteLoss {
+                    epoch,
+                    step,
+                    global_step: t,
+                    what,
+                },
+                e => TrainError::Model(e),
+            })?;
+            let s = &mut pos.sums;
+            s.steps += 1;
+            s.images += out.n;
+            s.loss_sum += out.loss * out.n as f64;
+            s.clean_correct += out.clean_correct;
+            s.adv_correct += out.adv_correct.unwrap_or(0);
+            s.seconds += step_started.elapsed().as_secs_f64();
+            pos.global_step += 1;
+            pos.step_in_epoch = step + 1;
+            pos.lr = opt.lr();
+            pos.momentum = opt.settings().momentum;
+            let elapsed = seconds_in_epoch_before + epoch_started.elapsed().as_secs_f64();
+            progress.advance(1);
+            progress.status(&format!(
+                "loss {:.4} · acc {} · {:.1} img/s",
+                s.loss_sum / s.images.max(1) as f64,
+                pct(if cfg.trainer.kind.is_adversarial() {
+                    s.adv_correct as f64 / s.images.max(1) as f64
+                } else {
+                    s.clean_correct as f64 / s.images.max(1) as f64
+                }),
+                s.images as f64 / elapsed.max(1e-9)
+            ));
+            let log_every = cfg.run.log_every_steps;
+            if log_every > 0 && pos.global_step % log_every == 0 {
+                let r = StepRecord {
+                    kind: "step".into(),
+                    epoch,
+                    step,
+                    global_step: pos.global_step,
+                    lr: opt.lr(),
+                    loss: out.loss,
+                    clean_accuracy: out.clean_correct as f64 / out.n.max(1) as f64,
+                    adv_accuracy: out.adv_correct.map(|c| c as f64 / out.n.max(1) as f64),
+                    beta_grad: out.beta_grad,
+                    activation: activation_map(&model),
+                };
+                append_line(&metrics_path, &serde_json::to_string(&r).expect("serialisable"))?;
+            }
+            let every = cfg.run.checkpoint_every_steps;
+            if every > 0 && pos.step_in_epoch % every == 0 && pos.step_in_epoch < steps {
+                pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
+                save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+            }
+            if progress.cancelled() {
+                pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
+                save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+                progress.finish();
+                return Err(TrainError::Model(crate::Error::Interrupted(format!(
+                    "stopped at epoch {}, step {}; `robust-paf train --resume {}` continues",
+                    epoch + 1,
+                    pos.step_in_epoch,
+                    dir.display()
+                ))));
+            }
+        }
+        progress.finish();
+        let sums = pos.sums;
+        let in_warmup = epoch < warmup;
+        let last_epoch = epoch + 1 == total_epochs;
+        let main_epoch = epoch.saturating_sub(warmup) + 1;
+        let evaluate = !in_warmup && (main_epoch % cfg.eval.every == 0 || last_epoch);
+        let (test_clean, test_pgd) = if evaluate {
+            let (c, p) = evaluate_epoch(cfg, &mut model, dev, &eval, epoch, progress)?;
+            (Some(c), p)
+        } else {
+            (None, None)
+        };
+        let metric = match selection {
+            Selection::Pgd => test_pgd,
+            Selection::Clean => test_clean,
+        };
+        let is_best = match metric {
+            Some(v) => v > pos.best.map_or(0.0, |b| b.value),
+            None => false,
+        };
+        pos.epochs_done = epoch + 1;
+        pos.step_in_epoch = 0;
+        pos.sums = EpochSums::default();
+        if is_best {
+            pos.best = Some(Best {
+                epoch,
+                value: metric.unwrap_or(0.0),
+            });
+        }
+        pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
+        let n = sums.images.max(1) as f64;
+        let record = EpochRecord {
+            kind: "epoch".into(),
+            epoch,
+            phase: if in_warmup { "warmup" } else { "train" }.into(),
+            global_step: pos.global_step,
+            lr: opt.lr(),
+            momentum: opt.settings().momentum,
+            train_loss: sums.loss_sum / n,
+            train_clean_accuracy: sums.clean_correct as f64 / n,
+            train_adv_accuracy: cfg
+                .trainer
+                .kind
+                .is_adversarial()
+                .then(|| sums.adv_correct as f64 / n),
+            test_clean_accuracy: test_clean,
+            test_pgd_accuracy: test_pgd,
+            test_examples: if evaluate { eval.labels.len() } else { 0 },
+            activation: activation_map(&model),
+            best: is_best,
+            seconds: seconds_in_epoch_before + epoch_started.elapsed().as_secs_f64(),
+            images_per_second: sums.images as f64 / sums.seconds.max(1e-9),
+        };
+        // metrics line, then best, then last: a kill in between is undone on resume (the
+        // metrics are cut back to the last checkpoint and the epoch is run again, identically)
+        append_line(&metrics_path, &serde_json::to_string(&record).expect("serialisable"))?;
+        if is_best {
+            save_checkpoint(&best_path, &model, None, &meta_for(&pos))?;
+        }
+        save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+        progress.message(&format!(
+            "epoch {:>3}/{} lr {:.4} | train loss {:.4} clean {}{} | test{}{}{}{} | {:.0} s, {:.1} img/s",
+            epoch + 1,
+            total_epochs,
+            record.lr,
+            record.train_loss,
+            pct(record.train_clean_accuracy),
+            record
+                .train_adv_accuracy
+                .map(|a| format!(" adv {}", pct(a)))
+                .unwrap_or_default(),
+            record
+                .test_clean_accuracy
+                .map(|a| format!(" clean {}", pct(a)))
+                .unwrap_or_else(|| " -".into()),
+            record
+                .test_pgd_accuracy
+                .map(|a| format!(" PGD-{} {}", cfg.eval.pgd_steps, pct(a)))
+                .unwrap_or_default(),
+            if is_best { " (best)" } else { "" },
+            fmt_params(&record.activation),
+            record.seconds,
+            record.images_per_second,
+        ));
+        last_record = Some(record);
+    }
+    progress.outer(total_epochs as u64, total_epochs as u64);
+
+    // the summary: from the records (a resumed run reads the earlier ones back)
+    let records = read_metrics(dir)?;
+    let last = last_record.or_else(|| records.last().cloned());
+    let best_record = pos
+        .best
+        .and_then(|b| records.iter().find(|r| r.epoch == b.epoch).cloned());
+    let last_eval = records.iter().rev().find(|r| r.test_clean_accuracy.is_some());
+    let summary = RunSummary {
+        status: "finished".into(),
+        name: cfg.name.clone(),
+        architecture: model.architecture(),
+        arch: cfg.model.arch.to_string(),
+        activation: cfg.model.activation.code_name().into(),
+        trainer: cfg.trainer.kind.name().into(),
+        dataset: cfg.data.dataset.name().into(),
+        seed: cfg.seed,
+        fix_alpha: cfg.model.fix_alpha,
+        fix_beta: cfg.model.fix_beta,
+        epochs: total_epochs,
+        steps: pos.global_step,
+        selection: match selection {
+            Selection::Pgd => "pgd",
+            Selection::Clean => "clean",
+        }
+        .into(),
+        best_epoch: pos.best.map(|b| b.epoch),
+        best_clean_accuracy: best_record.as_ref().and_then(|r| r.test_clean_accuracy),
+        best_pgd_accuracy: best_record.as_ref().and_then(|r| r.test_pgd_accuracy),
+        final_clean_accuracy: last_eval.and_then(|r| r.test_clean_accuracy),
+        final_pgd_accuracy: last_eval.and_then(|r| r.test_pgd_accuracy),
+        final_train_loss: last.map(|r| r.train_loss).unwrap_or(f64::NAN),
+        activation_parameters: activation_map(&model),
+        test_examples: eval.labels.len(),
+        seconds: pos.seconds,
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    write_atomic(
+        &dir.join(SUMMARY_FILE),
+        serde_json::to_string_pretty(&summary)
+            .expect("serialisable")
+            .as_bytes(),
+    )?;
+    Ok(TrainedRun {
+        model,
+        summary,
+        dir: dir.to_path_buf(),
+    })
+}

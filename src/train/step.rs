@@ -1,0 +1,275 @@
+//! One training step of each trainer, exactly as the official `trainers.py` (PAPER.md §3.3,
+//! §3.4, §3.6), on any model and device.
+//!
+//! - **Standard** (`baseline`): train mode, `CE(f(x), y)` (+ PSSiLU's penalty).
+//! - **PGD-AT** (`madry`): (1) a clean forward in train mode — the official code only logs its
+//!   accuracy, but as a side effect it **updates the BN running statistics with the clean
+//!   batch** (`clean_pass_updates_bn`, on by default); (2) PGD in eval mode from
+//!   `x + δ₀`, δ₀ ~ U(−ε, ε) **not clamped** to `[0, 1]` (`clip_start`, off by default; ℓ2: δ₀
+//!   uniform in [−1, 1] renormed to ‖δ₀‖₂ ≤ ε as the official `pgd_whitebox`), 10 sign steps of
+//!   0.0078, each projected to the ε-ball and `[0, 1]`; (3) train mode, `CE(f(x_adv), y)` (+
+//!   penalty), which updates the BN statistics again.
+//! - **TRADES** (`adv`): the adversary from `x + 0.001·N(0, I)` in eval mode; then in train mode
+//!   `CE(f(x), y) + β_T·(1/B)·Σ KL(softmax f(x) ‖ softmax f(x_adv))`, β_T = 6, the softmax target
+//!   **not detached** (gradients flow through both forward passes, as in the official code).
+//!
+//! Then, for learnable-β PSSiLU (`pssilu2`) only: the loss includes `pssilu_reg·|β|` (10), and
+//! after the backward pass β's gradient is clipped to norm 0.01 (0.1 with TRADES), PyTorch's
+//! `clip_grad_norm_`; finally the SGD step ([`super::Sgd`]). A non-finite loss stops before any
+//! update.
+//!
+//! [`train_step`] takes an explicit δ₀ ([`Start::Given`]) so one step can be compared number for
+//! number with another implementation; [`Start::Seeded`] draws it as the official code does.
+
+use dfdx::losses::cross_entropy_with_logits_loss;
+use dfdx::nn::ZeroGrads;
+use dfdx::shapes::{Axis, ConstDim, HasShape, Rank0};
+use dfdx::tensor::{OwnedTape, Trace};
+use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul, TrySub};
+
+use super::config::{TrainerConfig, TrainerKind};
+use super::optim::{clip_coefficient, step_rules, Sgd};
+use crate::activations::{Activation, ActivationKind};
+use crate::attacks::{
+    argmax, device_err, one_hot, pgd_from, trades_adversary_from, Images, Noise, Norm, PgdConfig,
+    TradesConfig,
+};
+use crate::models::Classifier;
+use crate::ops::{Backend, Elem};
+use crate::Error;
+
+/// Where the attack of a step starts.
+pub enum Start<'a, T> {
+    /// Draw δ₀ as the official code does (PGD-AT ℓ∞: U(−ε, ε); ℓ2: U(−1, 1) renormed to ε;
+    /// TRADES: 0.001·N(0, I)) from this seed.
+    Seeded(u64),
+    /// This δ₀ (one per image, the batch's shape).
+    Given(&'a T),
+}
+
+/// What one step measured (accuracies of the train-mode forward passes, as the official logs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepOutcome {
+    /// The minimised objective (penalty included).
+    pub loss: f64,
+    /// Images in the batch.
+    pub n: usize,
+    /// Correct predictions on the clean batch (train mode).
+    pub clean_correct: usize,
+    /// Correct predictions on the adversarial batch (train mode), adversarial trainers only.
+    pub adv_correct: Option<usize>,
+    /// β's gradient before clipping (learnable-β PSSiLU only).
+    pub beta_grad: Option<f64>,
+}
+
+/// Switches of a step that are not the trainer's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepSettings {
+    /// Weight decay on the activation's parameters (one parameter group, the official code).
+    pub decay_activation: bool,
+}
+
+impl Default for StepSettings {
+    fn default() -> Self {
+        StepSettings {
+            decay_activation: true,
+        }
+    }
+}
+
+fn correct(logits: &[f32], k: usize, labels: &[usize]) -> usize {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(i, &y)| argmax(&logits[i * k..(i + 1) * k]) == y)
+        .count()
+}
+
+/// The official start δ₀ for `kind` and `norm` from `seed`.
+pub fn draw_start<M: Classifier<D>, D: Backend>(
+    cfg: &TrainerConfig,
+    dev: &D,
+    n: usize,
+    seed: u64,
+) -> Result<Images<M, D>, Error> {
+    let shape = (
+        n,
+        M::Height::default(),
+        M::Width::default(),
+        M::Channels::default(),
+    );
+    let mut noise = Noise::new(seed);
+    let eps = cfg.eps as f32;
+    Ok(match (cfg.kind, cfg.norm) {
+        (TrainerKind::Trades, _) => noise
+            .normal(dev, shape)
+            .try_mul(0.001f32)
+            .map_err(device_err)?,
+        (_, Norm::Linf) => noise.uniform(dev, shape, -eps, eps),
+        (_, Norm::L2) => {
+            // torch: uniform_(-1, 1), then renorm_(p=2, dim=0, maxnorm=ε) per image
+            let mut v = noise.uniform(dev, shape, -1.0, 1.0).as_vec();
+            let per = v.len() / n.max(1);
+            for img in v.chunks_mut(per.max(1)) {
+                let norm = img.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+                if norm > eps as f64 {
+                    let s = (eps as f64 / (norm + 1e-7)) as f32;
+                    img.iter_mut().for_each(|a| *a *= s);
+                }
+            }
+            dev.tensor_from_vec(v, shape)
+        }
+    })
+}
+
+/// One training step of `cfg.kind` on the batch `x` (pixels in `[0, 1]`) with classes `labels`:
+/// see the module docs. The learning rate and momentum are `opt`'s current ones. The model is in
+/// train mode afterwards.
+pub fn train_step<M: Classifier<D>, D: Backend>(
+    cfg: &TrainerConfig,
+    settings: &StepSettings,
+    model: &mut M,
+    opt: &mut Sgd<D>,
+    x: &Images<M, D>,
+    labels: &[usize],
+    start: Start<'_, Images<M, D>>,
+) -> Result<StepOutcome, Error> {
+    let n = x.shape().0;
+    crate::attacks::check_labels(labels, n, M::Classes::SIZE)?;
+    let dev = x.device().clone();
+    let k = M::Classes::SIZE;
+    let y = one_hot::<M::Classes, D>(&dev, labels)?;
+    let de = device_err;
+    model.train();
+    let drawn;
+    let delta0 = match start {
+        Start::Given(d) => d,
+        Start::Seeded(seed) => {
+            drawn = draw_start::<M, D>(cfg, &dev, n, seed)?;
+            &drawn
+        }
+    };
+    let grads = model.try_alloc_grads().map_err(de)?;
+    let mut out = StepOutcome {
+        n,
+        ..Default::default()
+    };
+    let loss = match cfg.kind {
+        TrainerKind::Standard => {
+            let logits = model.try_logits_mut(x.clone().traced(grads)).map_err(de)?;
+            out.clean_correct = correct(&logits.as_vec(), k, labels);
+            cross_entropy_with_logits_loss(logits, y)
+        }
+        TrainerKind::PgdAt => {
+            let clean = if cfg.clean_pass_updates_bn {
+                model.try_logits_mut(x.clone())
+            } else {
+                model.try_logits(x.clone())
+            }
+            .map_err(de)?;
+            out.clean_correct = correct(&clean.as_vec(), k, labels);
+            let pgd = PgdConfig {
+                norm: cfg.norm,
+                eps: cfg.eps,
+                step_size: cfg.step_size,
+                steps: cfg.steps,
+                random_start: true,
+                clip_start: cfg.clip_start,
+                seed: 0,
+            };
+            let adv = pgd_from(model, x, labels, Some(delta0), &pgd)?;
+            model.train();
+            let logits = model.try_logits_mut(adv.traced(grads)).map_err(de)?;
+            out.adv_correct = Some(correct(&logits.as_vec(), k, labels));
+            cross_entropy_with_logits_loss(logits, y)
+        }
+        TrainerKind::Trades => {
+            let trades = TradesConfig {
+                norm: cfg.norm,
+                eps: cfg.eps,
+                step_size: cfg.step_size,
+                steps: cfg.steps,
+                start_std: 0.001,
+                beta: cfg.trades_beta,
+                seed: 0,
+            };
+            let adv = trades_adversary_from(model, x, delta0, &trades)?;
+            model.train();
+            let logits = model.try_logits_mut(x.clone().traced(grads)).map_err(de)?;
+            let logits_adv = model.try_logits_mut(adv.leaky_trace()).map_err(de)?;
+            out.clean_correct = correct(&logits.as_vec(), k, labels);
+            out.adv_correct = Some(correct(&logits_adv.as_vec(), k, labels));
+            // KL(p ‖ q) summed = Σ p·(log p − log q), p = softmax f(x) (not detached)
+            let p = logits.retaped::<OwnedTape<Elem, D>>().try_softmax::<Axis<1>>();
+            let log_p = logits
+                .retaped::<OwnedTape<Elem, D>>()
+                .try_log_softmax::<Axis<1>>();
+            let log_q = logits_adv.try_log_softmax::<Axis<1>>();
+            let kl = p
+                .map_err(de)?
+                .try_mul(log_p.map_err(de)?.try_sub(log_q.map_err(de)?).map_err(de)?)
+                .map_err(de)?
+                .try_sum::<Rank0, _>()
+                .map_err(de)?
+                .try_mul((cfg.trades_beta / n.max(1) as f64) as Elem)
+                .map_err(de)?;
+            // the clean forward's tape first: its ops run last in the backward pass, after every
+            // use of f(x) (CE, p, log p) has added its gradient
+            cross_entropy_with_logits_loss(logits, y)
+                .try_add(kl)
+                .map_err(de)?
+        }
+    };
+    // PSSiLU (learnable β): + reg·|β| (official: `args.activation == 'pssilu2'`)
+    let learnable_beta = M::Act::KIND == ActivationKind::Pssilu;
+    let loss = match (learnable_beta, model.activation().pointwise_fn().1[1]) {
+        (true, Some(beta)) if cfg.pssilu_reg != 0.0 => {
+            let penalty = beta
+                .clone()
+                .retaped::<OwnedTape<Elem, D>>()
+                .try_abs()
+                .map_err(de)?
+                .try_sum::<Rank0, _>()
+                .map_err(de)?
+                .try_mul(cfg.pssilu_reg as Elem)
+                .map_err(de)?;
+            loss.try_add(penalty).map_err(de)?
+        }
+        _ => loss,
+    };
+    out.loss = loss.as_vec()[0] as f64;
+    if !out.loss.is_finite() {
+        return Err(Error::NonFinite {
+            what: format!("training loss ({})", out.loss),
+        });
+    }
+    let mut grads = loss.try_backward().map_err(de)?;
+    // clip β's gradient norm (a scalar: its absolute value)
+    let mut beta_scale = None;
+    if learnable_beta {
+        if let Some(beta) = model.activation().pointwise_fn().1[1] {
+            grads.try_alloc_for(beta).map_err(de)?;
+            let g = grads.get(beta).as_vec()[0] as f64;
+            out.beta_grad = Some(g);
+            beta_scale = Some(clip_coefficient(g.abs(), cfg.beta_grad_clip()));
+        }
+    }
+    let rules = step_rules(model, settings.decay_activation, beta_scale);
+    opt.step_with(model, &mut grads, &rules)?;
+    Ok(out)
+}
+
+/// Mean cross-entropy and the number of correct predictions of `model` (in its current mode, no
+/// gradients) on the host batch `x`.
+pub fn batch_loss<M: Classifier<D>, D: Backend>(
+    model: &M,
+    x: &Images<M, D>,
+    labels: &[usize],
+) -> Result<(f64, usize), Error> {
+    let dev = x.device().clone();
+    let y = one_hot::<M::Classes, D>(&dev, labels)?;
+    let logits = model.try_logits(x.clone()).map_err(device_err)?;
+    let c = correct(&logits.as_vec(), M::Classes::SIZE, labels);
+    let l = cross_entropy_with_logits_loss(logits, y).as_vec()[0] as f64;
+    Ok((l, c))
+}
