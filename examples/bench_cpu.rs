@@ -68,10 +68,9 @@ where
     // lr 1e-3: without the paper's β penalty and clipping (a later issue) lr 0.1 on random labels
     // pushes PSSiLU's |β| past 1 in one step, which `step` reports as an error.
     let mut opt = Sgd::new(SgdSettings {
-            lr: 1e-3,
-            ..Default::default()
-        },
-    )
+        lr: 1e-3,
+        ..Default::default()
+    })
     .unwrap();
     let mut grads = model.alloc_grads();
     for &b in batches {

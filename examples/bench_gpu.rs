@@ -126,10 +126,9 @@ fn resnet<A: Activation<Dev>>(
 {
     let mut model = ResNet18::<A, Dev>::new(dev);
     let mut opt = Sgd::new(SgdSettings {
-            lr: 1e-3,
-            ..Default::default()
-        },
-    )
+        lr: 1e-3,
+        ..Default::default()
+    })
     .unwrap();
     let mut grads = model.alloc_grads();
     for &b in batches {
@@ -187,10 +186,9 @@ fn main() {
     let b = if small { 4 } else { 128 };
     let mut wrn = WideResNet28x10::<Pssilu<Dev>, Dev>::new(&dev);
     let mut opt = Sgd::new(SgdSettings {
-            lr: 1e-3,
-            ..Default::default()
-        },
-    )
+        lr: 1e-3,
+        ..Default::default()
+    })
     .unwrap();
     let mut grads = wrn.alloc_grads();
     let (x, y) = data(&dev, b);

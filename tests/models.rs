@@ -230,16 +230,14 @@ fn invalid_parameters_are_errors_not_panics() {
     assert!(m.activation_mut().set_parameter("gamma", 0.5).is_err());
     assert!(m.activation_mut().set_parameter("alpha", f64::NAN).is_err());
     assert!(Sgd::<Dev>::new(SgdSettings {
-            lr: -0.1,
-            ..Default::default()
-        }
-    )
+        lr: -0.1,
+        ..Default::default()
+    })
     .is_err());
     assert!(Sgd::<Dev>::new(SgdSettings {
-            momentum: 1.5,
-            ..Default::default()
-        }
-    )
+        momentum: 1.5,
+        ..Default::default()
+    })
     .is_err());
 }
 

@@ -133,7 +133,9 @@ pub fn pgd_from<M: AttackModel<D>, D: Backend>(
         }
     }
     // a start that is never stepped is still projected: a valid adversarial example
-    in_eval_mode(model, |m| ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps))
+    in_eval_mode(model, |m| {
+        ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps)
+    })
 }
 
 /// FGSM: one signed gradient step of size ε from `x` (ℓ∞), clamped to `[0, 1]`.

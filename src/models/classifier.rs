@@ -89,6 +89,13 @@ pub trait Classifier<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     ) -> LogitsOf<Self, B, D, T> {
         self.try_logits_mut(x).unwrap()
     }
+    /// Sets what the reference initialisation sets beyond dfdx's per-layer defaults (WRN: `fc`
+    /// bias 0); called by the models' `new` and by anything that builds a model through
+    /// `BuildModule` (the CLI, the trainer's dispatch). The default does nothing.
+    fn try_init_paper(&mut self) -> Result<(), D::Err> {
+        Ok(())
+    }
+
     /// Switches every batch norm (and dropout) to `mode`.
     fn set_mode(&mut self, mode: Mode) {
         self.for_each_batch_norm(&mut |bn| bn.set_mode(mode));

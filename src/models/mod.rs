@@ -13,7 +13,9 @@ pub use classifier::{Classifier, InputOf, LogitsOf};
 pub use resnet::{ResNet18, ResNet18ImageNet};
 pub mod wide_resnet;
 
-pub use wide_resnet::{WideResNet, WideResNet16x4, WideResNet28x10, WideResNet34x10};
+pub use wide_resnet::{
+    WideResNet, WideResNet16x1, WideResNet16x4, WideResNet28x10, WideResNet34x10,
+};
 pub mod tensors;
 pub mod vgg;
 

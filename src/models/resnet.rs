@@ -304,8 +304,12 @@ fn cifar_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Ele
     x: Tensor<(B, Const<32>, Const<32>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
 ) -> Result<Tensor<(B, Const<32>, Const<32>, Const<64>), Elem, D, T>, D::Err> {
-    m.bn1
-        .try_forward_act(m.conv1.try_forward(x)?, None, m.activation.pointwise_fn(), rec)
+    m.bn1.try_forward_act(
+        m.conv1.try_forward(x)?,
+        None,
+        m.activation.pointwise_fn(),
+        rec,
+    )
 }
 
 #[allow(clippy::type_complexity)]
@@ -314,9 +318,12 @@ fn imagenet_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<
     x: Tensor<(B, Const<224>, Const<224>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
 ) -> Result<Tensor<(B, Const<56>, Const<56>, Const<64>), Elem, D, T>, D::Err> {
-    let x = m
-        .bn1
-        .try_forward_act(m.conv1.try_forward(x)?, None, m.activation.pointwise_fn(), rec)?;
+    let x = m.bn1.try_forward_act(
+        m.conv1.try_forward(x)?,
+        None,
+        m.activation.pointwise_fn(),
+        rec,
+    )?;
     try_max_pool2d::<3, 2, 1, _, _, _, 64, D, T>(x)
 }
 

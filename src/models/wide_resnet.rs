@@ -249,6 +249,9 @@ pub type WideResNet28x10<A, D> = WideResNet<A, D, Elem, 4, 160, 320, 640, 10>;
 pub type WideResNet16x4<A, D> = WideResNet<A, D, Elem, 2, 64, 128, 256, 10>;
 /// WRN-34-10.
 pub type WideResNet34x10<A, D> = WideResNet<A, D, Elem, 5, 160, 320, 640, 10>;
+/// WideResNet-16-1 (widths 16-32-64, 0.18 M parameters): **not a model of the paper**, a narrow
+/// network for runs of minutes on a CPU (the `quick-*` training presets).
+pub type WideResNet16x1<A, D> = WideResNet<A, D, Elem, 2, 16, 32, 64, 10>;
 
 impl<
         A: TensorCollection<E, D>,
@@ -308,7 +311,7 @@ where
     /// N(0, sqrt(2/(k·k·out))), BN weight 1 / bias 0, `fc` bias 0 and weight PyTorch's default.
     pub fn try_new(dev: &D) -> Result<Self, D::Err> {
         let mut m = Self::try_build(dev)?;
-        m.fc.bias.try_fill_with_zeros()?;
+        m.try_init_paper()?;
         Ok(m)
     }
     /// Infallible [`Self::try_new`].
@@ -334,6 +337,9 @@ impl<
     type Classes = Const<NC>;
     fn architecture(&self) -> String {
         format!("WideResNet-{}-{}-{}", 6 * N + 4, W1 / 16, A::NAME)
+    }
+    fn try_init_paper(&mut self) -> Result<(), D::Err> {
+        self.fc.bias.try_fill_with_zeros()
     }
     fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
         &self,

@@ -538,7 +538,11 @@ impl TrainConfig {
     pub fn preset(name: &str, overrides: &[String]) -> Result<Self, TrainError> {
         let text = preset_text(name).ok_or_else(|| TrainError::UnknownPreset {
             name: name.to_string(),
-            known: PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            known: PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
         Self::from_toml_with(text, &format!("preset {name}"), overrides)
     }
@@ -558,7 +562,11 @@ impl TrainConfig {
             .chars()
             .any(|c| c == '/' || c == '\\' || c.is_control())
         {
-            return Err(bad("name", &self.name, "is used as a directory name: no slashes"));
+            return Err(bad(
+                "name",
+                &self.name,
+                "is used as a directory name: no slashes",
+            ));
         }
         self.validate_model()?;
         let d = &self.data;
@@ -566,14 +574,22 @@ impl TrainConfig {
             return Err(bad("data.batch_size", 0, "must be at least 1"));
         }
         if d.train_subset == Some(0) {
-            return Err(bad("data.train_subset", 0, "must be at least 1 (or absent)"));
+            return Err(bad(
+                "data.train_subset",
+                0,
+                "must be at least 1 (or absent)",
+            ));
         }
         if let Some(s) = &d.synthetic {
             if s.per_batch == 0 {
                 return Err(bad("data.synthetic.per_batch", 0, "must be at least 1"));
             }
             if s.path.as_os_str().is_empty() {
-                return Err(bad("data.synthetic.path", "\"\"", "must name a file or folder"));
+                return Err(bad(
+                    "data.synthetic.path",
+                    "\"\"",
+                    "must name a file or folder",
+                ));
             }
         }
         let t = &self.trainer;
@@ -582,7 +598,11 @@ impl TrainConfig {
         check_non_negative("trainer.trades_beta", t.trades_beta)?;
         check_non_negative("trainer.pssilu_reg", t.pssilu_reg)?;
         if t.kind.is_adversarial() && t.steps == 0 {
-            return Err(bad("trainer.steps", 0, "an adversarial trainer needs at least 1 step"));
+            return Err(bad(
+                "trainer.steps",
+                0,
+                "an adversarial trainer needs at least 1 step",
+            ));
         }
         if let Some(c) = t.beta_grad_clip {
             check_positive("trainer.beta_grad_clip", c)?;
@@ -601,7 +621,11 @@ impl TrainConfig {
         }
         check_non_negative("optim.weight_decay", o.weight_decay)?;
         if o.nesterov && o.momentum == 0.0 {
-            return Err(bad("optim.momentum", 0, "Nesterov momentum needs momentum > 0"));
+            return Err(bad(
+                "optim.momentum",
+                0,
+                "Nesterov momentum needs momentum > 0",
+            ));
         }
         let e = &self.eval;
         if e.every == 0 {
@@ -683,11 +707,13 @@ impl TrainConfig {
 
     /// The metric that chooses `best.safetensors`.
     pub fn selection(&self) -> Selection {
-        self.eval.select.unwrap_or(if self.eval_pgd() && self.trainer.kind.is_adversarial() {
-            Selection::Pgd
-        } else {
-            Selection::Clean
-        })
+        self.eval
+            .select
+            .unwrap_or(if self.eval_pgd() && self.trainer.kind.is_adversarial() {
+                Selection::Pgd
+            } else {
+                Selection::Clean
+            })
     }
 }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use super::config::{default_data_dir, Dataset, SyntheticFormat, TrainConfig};
 use super::TrainError;
 use crate::data::{
-    download_cifar10, download_cifar100, load_cifar, CifarVariant, DataError, Epoch,
-    FashionMnist, ImageFolder, ImageSet, ImageSource, Loader, LoaderConfig, MixedConfig,
-    MixedLoader, NpzImages,
+    download_cifar10, download_cifar100, load_cifar, CifarVariant, DataError, Epoch, FashionMnist,
+    ImageFolder, ImageSet, ImageSource, Loader, LoaderConfig, MixedConfig, MixedLoader, NpzImages,
 };
 
 /// The data of a run.

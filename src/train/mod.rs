@@ -12,13 +12,15 @@
 //! - [`run`]: the epoch loop — run directory, `metrics.jsonl`, `best`/`last` checkpoints,
 //!   resume, progress ([`run::train`]);
 //! - [`sweep`]: grids of runs, shards for Slurm arrays, and the table of their results;
-//! - [`data`]: the datasets a configuration names.
+//! - [`data`]: the datasets a configuration names;
+//! - [`dispatch`]: from the names of a configuration to the compile-time model type.
 //!
 //! Everything is generic over the model and the device (CPU, CUDA).
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dispatch;
 pub mod optim;
 pub mod run;
 pub mod step;
@@ -34,8 +36,9 @@ pub use config::{
     TrainerConfig, TrainerKind, PRESETS,
 };
 pub use data::{load_data, TrainData};
+pub use dispatch::{with_model, WithModel};
 pub use optim::{cosine_lr, LrSchedule, Sgd, SgdSettings, StepRules};
-pub use run::{train, EpochRecord, RunSummary};
+pub use run::{train, EpochRecord, RunMode, RunSummary, TrainedRun};
 pub use step::{train_step, Start, StepOutcome, StepSettings};
 
 /// Everything that can go wrong in configuring, running or resuming training.

@@ -346,7 +346,9 @@ pub fn step_rules<M: Classifier<D>, D: Backend>(
             .collect();
     }
     if let Some(c) = beta_scale {
-        rules.grad_scale.insert(format!("{ACTIVATION_PREFIX}beta"), c);
+        rules
+            .grad_scale
+            .insert(format!("{ACTIVATION_PREFIX}beta"), c);
     }
     rules
 }

@@ -206,7 +206,9 @@ fn truncate_metrics(path: &Path, epochs_done: usize, global_step: usize) -> Resu
             continue; // a line torn by the kill
         };
         let keep = match v.get("kind").and_then(|k| k.as_str()) {
-            Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epochs_done),
+            Some("epoch") => v["epoch"]
+                .as_u64()
+                .is_some_and(|e| (e as usize) < epochs_done),
             Some("step") => v["global_step"]
                 .as_u64()
                 .is_some_and(|s| (s as usize) <= global_step),
@@ -270,7 +272,10 @@ pub fn prepare_model<M: Classifier<D>, D: Backend>(
     if M::Act::KIND != m.activation {
         return Err(mismatch(format!("built with {}", M::Act::NAME)));
     }
-    if !model.architecture().starts_with(m.arch.architecture_prefix()) {
+    if !model
+        .architecture()
+        .starts_with(m.arch.architecture_prefix())
+    {
         return Err(mismatch(model.architecture()));
     }
     let classes = <M::Classes as ConstDim>::SIZE;
@@ -369,7 +374,9 @@ pub fn train<M: Classifier<D>, D: Backend>(
     progress: &mut dyn Progress,
 ) -> Result<TrainedRun<M>, TrainError> {
     cfg.validate()?;
-    let f = <M::Height as ConstDim>::SIZE * <M::Width as ConstDim>::SIZE * <M::Channels as ConstDim>::SIZE;
+    let f = <M::Height as ConstDim>::SIZE
+        * <M::Width as ConstDim>::SIZE
+        * <M::Channels as ConstDim>::SIZE;
     if f != crate::data::IMAGE_BYTES {
         return Err(TrainError::Config {
             field: "model.arch".into(),
@@ -402,7 +409,9 @@ pub fn train<M: Classifier<D>, D: Backend>(
         }
         RunMode::Fresh => false,
         RunMode::Resume if !exists => {
-            return Err(run_dir_err("holds no run to resume (no config.toml)".into()))
+            return Err(run_dir_err(
+                "holds no run to resume (no config.toml)".into(),
+            ))
         }
         RunMode::Resume | RunMode::Auto => exists,
     };
@@ -472,7 +481,9 @@ pub fn train<M: Classifier<D>, D: Backend>(
         }
         ckpt.apply(&mut model, Some(&mut opt))?;
         pos = ckpt.meta.position.clone().ok_or_else(|| {
-            run_dir_err(format!("{LAST_FILE} holds no run position (not a training checkpoint)"))
+            run_dir_err(format!(
+                "{LAST_FILE} holds no run position (not a training checkpoint)"
+            ))
         })?;
         truncate_metrics(&metrics_path, pos.epochs_done, pos.global_step)?;
         progress.message(&format!(
@@ -487,7 +498,11 @@ pub fn train<M: Classifier<D>, D: Backend>(
         write_atomic(&metrics_path, b"")?;
     }
 
-    let n_eval = cfg.eval.n_examples.unwrap_or(data.test.len()).min(data.test.len());
+    let n_eval = cfg
+        .eval
+        .n_examples
+        .unwrap_or(data.test.len())
+        .min(data.test.len());
     let eval = Eval {
         pixels: data.test.pixels()[..n_eval * f]
             .iter()
@@ -526,7 +541,10 @@ pub fn train<M: Classifier<D>, D: Backend>(
 
     for epoch in pos.epochs_done..total_epochs {
         progress.outer(epoch as u64, total_epochs as u64);
-        progress.start(&format!("epoch {}/{}", epoch + 1, total_epochs), steps as u64);
+        progress.start(
+            &format!("epoch {}/{}", epoch + 1, total_epochs),
+            steps as u64,
+        );
         let first = pos.step_in_epoch;
         progress.advance(first as u64);
         let epoch_started = Instant::now();
@@ -595,7 +613,10 @@ pub fn train<M: Classifier<D>, D: Backend>(
                     beta_grad: out.beta_grad,
                     activation: activation_map(&model),
                 };
-                append_line(&metrics_path, &serde_json::to_string(&r).expect("serialisable"))?;
+                append_line(
+                    &metrics_path,
+                    &serde_json::to_string(&r).expect("serialisable"),
+                )?;
             }
             let every = cfg.run.checkpoint_every_steps;
             if every > 0 && pos.step_in_epoch % every == 0 && pos.step_in_epoch < steps {
@@ -669,7 +690,10 @@ pub fn train<M: Classifier<D>, D: Backend>(
         };
         // metrics line, then best, then last: a kill in between is undone on resume (the
         // metrics are cut back to the last checkpoint and the epoch is run again, identically)
-        append_line(&metrics_path, &serde_json::to_string(&record).expect("serialisable"))?;
+        append_line(
+            &metrics_path,
+            &serde_json::to_string(&record).expect("serialisable"),
+        )?;
         if is_best {
             save_checkpoint(&best_path, &model, None, &meta_for(&pos))?;
         }
@@ -708,7 +732,10 @@ pub fn train<M: Classifier<D>, D: Backend>(
     let best_record = pos
         .best
         .and_then(|b| records.iter().find(|r| r.epoch == b.epoch).cloned());
-    let last_eval = records.iter().rev().find(|r| r.test_clean_accuracy.is_some());
+    let last_eval = records
+        .iter()
+        .rev()
+        .find(|r| r.test_clean_accuracy.is_some());
     let summary = RunSummary {
         status: "finished".into(),
         name: cfg.name.clone(),

@@ -200,7 +200,9 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
             out.clean_correct = correct(&logits.as_vec(), k, labels);
             out.adv_correct = Some(correct(&logits_adv.as_vec(), k, labels));
             // KL(p ‖ q) summed = Σ p·(log p − log q), p = softmax f(x) (not detached)
-            let p = logits.retaped::<OwnedTape<Elem, D>>().try_softmax::<Axis<1>>();
+            let p = logits
+                .retaped::<OwnedTape<Elem, D>>()
+                .try_softmax::<Axis<1>>();
             let log_p = logits
                 .retaped::<OwnedTape<Elem, D>>()
                 .try_log_softmax::<Axis<1>>();

@@ -73,7 +73,11 @@ impl SweepConfig {
                 message: format!(
                     "{}: {}",
                     e.path(),
-                    e.inner().message().split_whitespace().collect::<Vec<_>>().join(" ")
+                    e.inner()
+                        .message()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             })?;
         if s.name.trim().is_empty() || s.name.contains(['/', '\\']) {
@@ -213,7 +217,9 @@ impl Shard {
             value: s.to_string(),
             reason: reason.to_string(),
         };
-        let (i, n) = s.split_once('/').ok_or_else(|| bad("expected I/N, e.g. 0/4"))?;
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected I/N, e.g. 0/4"))?;
         let index: usize = i.trim().parse().map_err(|_| bad("I is not a number"))?;
         let count: usize = n.trim().parse().map_err(|_| bad("N is not a number"))?;
         if count == 0 || index >= count {
@@ -326,7 +332,9 @@ fn row(c: &Collected, root: &Path) -> Vec<String> {
         opt(s.fix_alpha),
         opt(s.fix_beta),
         s.epochs.to_string(),
-        s.best_epoch.map(|e| (e + 1).to_string()).unwrap_or_default(),
+        s.best_epoch
+            .map(|e| (e + 1).to_string())
+            .unwrap_or_default(),
         acc(s.best_clean_accuracy),
         acc(s.best_pgd_accuracy),
         acc(s.final_clean_accuracy),

@@ -313,3 +313,4 @@ pub fn global_avg_pool_ref(x: &[f64], b: usize, h: usize, w: usize, c: usize) ->
     }
     y
 }
+pub mod tiny;

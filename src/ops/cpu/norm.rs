@@ -182,19 +182,25 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
             ];
             let mf: Vec<Elem> = mean.iter().map(|&m| m as Elem).collect();
             let sf: Vec<Elem> = invstd.iter().map(|&s| s as Elem).collect();
-            // pass 1: g_z = g_y·f′(z), and the activation's parameter sums
-            let param_sums = std::sync::Mutex::new([0.0f64; 2]);
+            // pass 1: g_z = g_y·f′(z), and the activation's parameter sums per chunk, added in
+            // chunk order afterwards (not in the order the threads finish: reproducible)
+            let chunk_sums: Vec<std::sync::Mutex<[f64; 2]>> = (0..total.div_ceil(C * ROWS))
+                .map(|_| std::sync::Mutex::new([0.0f64; 2]))
+                .collect();
             let gz = par_output(total, C * ROWS, |off, gz| {
                 let mut z = vec![0.0; gz.len()];
                 pre(off, &mut z);
                 let p = f.backward(&z, &gy[off..off + gz.len()], gz, want);
                 if want[0] || want[1] {
-                    let mut acc = param_sums.lock().unwrap_or_else(|e| e.into_inner());
-                    acc[0] += p[0];
-                    acc[1] += p[1];
+                    *chunk_sums[off / (C * ROWS)]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = p;
                 }
             });
-            let param_sums = param_sums.into_inner().unwrap_or_else(|e| e.into_inner());
+            let param_sums = chunk_sums.into_iter().fold([0.0f64; 2], |a, m| {
+                let p = m.into_inner().unwrap_or_else(|e| e.into_inner());
+                [a[0] + p[0], a[1] + p[1]]
+            });
             // Σg_z and Σg_z·x̂ per channel
             let sums = channel_sums::<2>(n, C, |rows, s| {
                 let (lo, hi) = (rows.start * C, rows.end * C);

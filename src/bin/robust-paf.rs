@@ -1,0 +1,605 @@
+//! `robust-paf`: train, evaluate and sweep the paper's models from the command line.
+//!
+//! ```text
+//! robust-paf train --preset quick-pgd-at --set model.activation=relu --out out/relu
+//! robust-paf train --resume out/relu
+//! robust-paf eval --checkpoint out/relu/best.safetensors --autoattack fast
+//! robust-paf sweep --config sweep.toml --shard 0/4
+//! robust-paf collect out/shape-prelu
+//! robust-paf presets
+//! ```
+//!
+//! Errors print one line (`error: ...`) and exit with status 1; usage errors exit with 2.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dfdx::nn::BuildModule;
+use dfdx::tensor::Cpu;
+
+use robust_paf::eval::{evaluate, AaVersion, Epsilon, EvalConfig};
+use robust_paf::models::Classifier;
+use robust_paf::ops::{Backend, Elem};
+use robust_paf::progress::{self, Progress, Silent};
+use robust_paf::train::checkpoint::read_checkpoint;
+use robust_paf::train::config::{preset_text, PRESETS};
+use robust_paf::train::run::{read_summary, RunMode};
+use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
+use robust_paf::train::{
+    load_data, train, with_model, TrainConfig, TrainData, TrainError, WithModel,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "robust-paf",
+    version,
+    about = "Train and evaluate the models of Dai, Mahloujifar & Mittal, \"Parameterizing \
+             Activation Functions for Adversarial Robustness\" (arXiv 2110.05626)",
+    long_about = "Train and evaluate the models of Dai, Mahloujifar & Mittal, \"Parameterizing \
+                  Activation Functions for Adversarial Robustness\" (arXiv 2110.05626): standard \
+                  training, PGD-AT and TRADES exactly as the paper's code, checkpoints that \
+                  survive kill -9, per-epoch PGD evaluation, AutoAttack, and sweeps for Slurm \
+                  arrays. Configurations are TOML files; `robust-paf presets` lists the \
+                  experiments of the paper."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one model (a new run, or --resume one)
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: clean accuracy, PGD, optionally AutoAttack
+    Eval(EvalArgs),
+    /// Run a grid of trainings, or one deterministic share of it (Slurm arrays)
+    Sweep(SweepArgs),
+    /// Gather the summaries of finished runs under a folder into a table (CSV and Markdown)
+    Collect(CollectArgs),
+    /// List the presets (or print one as TOML)
+    Presets(PresetsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    /// an NVIDIA GPU (builds with `--features cuda` only)
+    Cuda,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A TOML configuration file
+    #[arg(long, conflicts_with_all = ["preset", "resume"])]
+    config: Option<PathBuf>,
+    /// A preset (see `robust-paf presets`)
+    #[arg(long, conflicts_with = "resume")]
+    preset: Option<String>,
+    /// Override a field: --set optim.epochs=10 --set model.activation=relu (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Run directory (default: out/<name>)
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory, with its own config.toml
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// No progress output
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AaArg {
+    /// APGD-CE, APGD-T, FAB-T, Square (what the paper and RobustBench report)
+    Standard,
+    /// APGD-CE and APGD-T only (NOT the standard protocol)
+    Fast,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A checkpoint written by `robust-paf train` (best.safetensors, last.safetensors)
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Also run AutoAttack
+    #[arg(long, value_enum)]
+    autoattack: Option<AaArg>,
+    /// ε as a decimal or a fraction: 0.031 (the paper's code), 8/255 (RobustBench); default:
+    /// the training configuration's
+    #[arg(long)]
+    eps: Option<String>,
+    /// PGD steps (0: no PGD)
+    #[arg(long, default_value_t = 10)]
+    pgd_steps: usize,
+    /// Evaluate the first N test images only
+    #[arg(long)]
+    n_examples: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Folder of the dataset (default: the training configuration's)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where to write the JSON report (default: <checkpoint>.eval.json)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The sweep file (TOML: name, base, activations, fix_alpha, fix_beta, seeds, trainers)
+    #[arg(long)]
+    config: PathBuf,
+    /// Run share I of N (0 <= I < N); default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else
+    /// every run
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Folder of the sweep's runs: OUT/<sweep name>/<run id>
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Override a field of every run (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// List the runs of the shard and exit
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct CollectArgs {
+    /// A folder holding run directories (searched recursively for summary.json)
+    dir: PathBuf,
+    /// CSV output (default: DIR/results.csv)
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Markdown output (default: DIR/results.md)
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PresetsArgs {
+    /// Print this preset's TOML
+    #[arg(long)]
+    show: Option<String>,
+}
+
+/// Trains one configuration.
+struct TrainJob<'a, D> {
+    cfg: &'a TrainConfig,
+    data: &'a TrainData,
+    dir: &'a Path,
+    mode: RunMode,
+    dev: D,
+    progress: &'a mut dyn Progress,
+}
+
+impl<D: Backend> WithModel<D> for TrainJob<'_, D> {
+    type Output = Result<robust_paf::train::RunSummary, TrainError>;
+    fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
+        let model =
+            M::try_build(&self.dev).map_err(|e| robust_paf::Error::Device(format!("{e:?}")))?;
+        train(
+            self.cfg,
+            model,
+            &self.dev,
+            self.data,
+            self.dir,
+            self.mode,
+            self.progress,
+        )
+        .map(|r| r.summary)
+    }
+}
+
+/// Loads a checkpoint and evaluates it.
+struct EvalJob<'a, D> {
+    checkpoint: &'a robust_paf::train::Checkpoint,
+    data: &'a robust_paf::data::ImageSet,
+    cfg: EvalConfig,
+    dev: D,
+}
+
+impl<D: Backend> WithModel<D> for EvalJob<'_, D> {
+    type Output = Result<robust_paf::eval::EvalReport, TrainError>;
+    fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
+        let mut model =
+            M::try_build(&self.dev).map_err(|e| robust_paf::Error::Device(format!("{e:?}")))?;
+        self.checkpoint.apply(&mut model, None)?;
+        model.eval();
+        let name = model.architecture();
+        let mut p = progress::auto();
+        Ok(evaluate(
+            &mut model,
+            &self.dev,
+            &name,
+            self.data,
+            &self.cfg,
+            p.as_mut(),
+        )?)
+    }
+}
+
+fn device_error(what: &str) -> TrainError {
+    TrainError::Model(robust_paf::Error::Device(what.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), TrainError> {
+    match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Sweep(a) => cmd_sweep(a),
+        Command::Collect(a) => cmd_collect(a),
+        Command::Presets(a) => cmd_presets(a),
+    }
+}
+
+fn train_on(
+    device: DeviceArg,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    dir: &Path,
+    mode: RunMode,
+    progress: &mut dyn Progress,
+) -> Result<robust_paf::train::RunSummary, TrainError> {
+    let (arch, act, classes) = (
+        cfg.model.arch,
+        cfg.model.activation,
+        cfg.data.dataset.classes(),
+    );
+    match device {
+        DeviceArg::Cpu => {
+            let dev = Cpu::seed_from_u64(cfg.seed);
+            let job = TrainJob {
+                cfg,
+                data,
+                dir,
+                mode,
+                dev,
+                progress,
+            };
+            with_model::<Cpu, _>(arch, act, classes, job)?
+        }
+        DeviceArg::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                let dev = dfdx::tensor::Cuda::try_seed_from_u64(cfg.seed)
+                    .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
+                let job = TrainJob {
+                    cfg,
+                    data,
+                    dir,
+                    mode,
+                    dev,
+                    progress,
+                };
+                with_model::<dfdx::tensor::Cuda, _>(arch, act, classes, job)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (data, dir, mode, progress, arch, act, classes);
+                Err(device_error(
+                    "this build has no CUDA support (rebuild with --features cuda)",
+                ))
+            }
+        }
+    }
+}
+
+fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
+    let (cfg, dir, mode) = if let Some(dir) = a.resume {
+        let path = dir.join(robust_paf::train::run::CONFIG_FILE);
+        if !path.is_file() {
+            return Err(TrainError::RunDir {
+                path: dir.clone(),
+                reason: "holds no config.toml: not a run directory".into(),
+            });
+        }
+        let cfg = TrainConfig::from_file_with(&path, &a.set)?;
+        (cfg, dir, RunMode::Resume)
+    } else {
+        let cfg = match (&a.config, &a.preset) {
+            (Some(p), _) => TrainConfig::from_file_with(p, &a.set)?,
+            (None, Some(name)) => TrainConfig::preset(name, &a.set)?,
+            (None, None) => {
+                return Err(TrainError::Config {
+                    field: "--config / --preset".into(),
+                    value: "none".into(),
+                    reason: "give a configuration file, a preset or --resume DIR".into(),
+                })
+            }
+        };
+        let dir = a
+            .out
+            .unwrap_or_else(|| PathBuf::from("out").join(&cfg.name));
+        (cfg, dir, RunMode::Fresh)
+    };
+    let data = load_data(&cfg)?;
+    let mut p: Box<dyn Progress> = if a.quiet {
+        Box::new(Silent)
+    } else {
+        progress::auto_training()
+    };
+    let s = train_on(a.device, &cfg, &data, &dir, mode, p.as_mut())?;
+    println!(
+        "finished {}: best epoch {} | clean {} | PGD {} | {} | {}",
+        s.name,
+        s.best_epoch
+            .map(|e| (e + 1).to_string())
+            .unwrap_or("-".into()),
+        fmt_acc(s.best_clean_accuracy),
+        fmt_acc(s.best_pgd_accuracy),
+        s.activation_parameters
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn fmt_acc(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2}%", 100.0 * v))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn parse_eps(s: &str) -> Result<Epsilon, TrainError> {
+    let bad = || TrainError::Config {
+        field: "--eps".into(),
+        value: s.to_string(),
+        reason: "expected a decimal (0.031) or a fraction (8/255)".into(),
+    };
+    let e = if let Some((n, d)) = s.split_once('/') {
+        let (n, d): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            d.trim().parse().map_err(|_| bad())?,
+        );
+        if d == 0 {
+            return Err(bad());
+        }
+        Epsilon::Fraction(n, d)
+    } else {
+        Epsilon::Decimal(s.trim().parse().map_err(|_| bad())?)
+    };
+    if !(e.value().is_finite() && e.value() >= 0.0) {
+        return Err(bad());
+    }
+    Ok(e)
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
+    let ckpt = read_checkpoint(&a.checkpoint)?;
+    let Some(mut cfg) = ckpt.meta.config.clone() else {
+        return Err(TrainError::Checkpoint {
+            path: a.checkpoint.clone(),
+            reason: "holds no training configuration (dataset unknown)".into(),
+        });
+    };
+    if let Some(d) = &a.data_dir {
+        cfg.data.dir = Some(d.clone());
+    }
+    cfg.data.synthetic = None;
+    let data = load_data(&cfg)?;
+    let eps = match &a.eps {
+        Some(s) => parse_eps(s)?,
+        None => Epsilon::Decimal(cfg.trainer.eps),
+    };
+    let mut pgd = match cfg.trainer.norm {
+        robust_paf::attacks::Norm::Linf => robust_paf::attacks::PgdConfig::paper(),
+        robust_paf::attacks::Norm::L2 => robust_paf::attacks::PgdConfig::paper_l2(),
+    };
+    pgd.steps = a.pgd_steps;
+    pgd.step_size = cfg.trainer.step_size;
+    let eval_cfg = EvalConfig {
+        norm: cfg.trainer.norm,
+        eps,
+        pgd: (a.pgd_steps > 0).then_some(pgd),
+        autoattack: a.autoattack.map(|v| match v {
+            AaArg::Standard => AaVersion::Standard,
+            AaArg::Fast => AaVersion::Fast,
+        }),
+        n_examples: a.n_examples,
+        batch_size: a.batch_size,
+        seed: a.seed,
+    };
+    if a.batch_size == 0 {
+        return Err(TrainError::Config {
+            field: "--batch-size".into(),
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    let (arch, act, classes) = (
+        cfg.model.arch,
+        cfg.model.activation,
+        cfg.data.dataset.classes(),
+    );
+    let report = match a.device {
+        DeviceArg::Cpu => {
+            let job = EvalJob {
+                checkpoint: &ckpt,
+                data: &data.test,
+                cfg: eval_cfg,
+                dev: Cpu::seed_from_u64(a.seed),
+            };
+            with_model::<Cpu, _>(arch, act, classes, job)??
+        }
+        DeviceArg::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                let dev = dfdx::tensor::Cuda::try_seed_from_u64(a.seed)
+                    .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
+                let job = EvalJob {
+                    checkpoint: &ckpt,
+                    data: &data.test,
+                    cfg: eval_cfg,
+                    dev,
+                };
+                with_model::<dfdx::tensor::Cuda, _>(arch, act, classes, job)??
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (eval_cfg, arch, act, classes);
+                return Err(device_error(
+                    "this build has no CUDA support (rebuild with --features cuda)",
+                ));
+            }
+        }
+    };
+    let out = a.out.unwrap_or_else(|| {
+        let mut p = a.checkpoint.clone().into_os_string();
+        p.push(".eval.json");
+        PathBuf::from(p)
+    });
+    report.save(&out)?;
+    println!(
+        "{} on {} ({} images, eps {}): clean {}{}{} -> {}",
+        report.model,
+        report.dataset,
+        report.n_examples,
+        report.eps_text,
+        fmt_acc(Some(report.clean_accuracy)),
+        report
+            .pgd_accuracy
+            .map(|v| format!(" | PGD-{} {}", a.pgd_steps, fmt_acc(Some(v))))
+            .unwrap_or_default(),
+        report
+            .autoattack_accuracy
+            .map(|v| format!(" | AutoAttack {}", fmt_acc(Some(v))))
+            .unwrap_or_default(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn cmd_sweep(a: SweepArgs) -> Result<(), TrainError> {
+    let sweep = SweepConfig::from_file(&a.config)?;
+    let base_dir = a.config.parent().unwrap_or(Path::new("."));
+    let runs = sweep.expand(base_dir, &a.set)?;
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::from_slurm_env()?.unwrap_or(Shard::ALL),
+    };
+    let mine: Vec<_> = runs.iter().filter(|r| shard.contains(r.index)).collect();
+    let root = a.out.join(&sweep.name);
+    println!(
+        "sweep {}: {} runs, shard {}/{}: {} runs -> {}",
+        sweep.name,
+        runs.len(),
+        shard.index,
+        shard.count,
+        mine.len(),
+        root.display()
+    );
+    if a.dry_run {
+        for r in &mine {
+            println!("  [{}] {}", r.index, r.id);
+        }
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for r in mine {
+        let dir = root.join(&r.id);
+        if read_summary(&dir)?.is_some() {
+            println!("  [{}] {}: finished, skipped", r.index, r.id);
+            continue;
+        }
+        println!("  [{}] {}", r.index, r.id);
+        let result = load_data(&r.config).and_then(|data| {
+            let mut p: Box<dyn Progress> = if a.quiet {
+                Box::new(Silent)
+            } else {
+                progress::auto_training()
+            };
+            train_on(a.device, &r.config, &data, &dir, RunMode::Auto, p.as_mut())
+        });
+        match result {
+            Ok(s) => println!(
+                "  [{}] {}: done, best clean {} PGD {}",
+                r.index,
+                r.id,
+                fmt_acc(s.best_clean_accuracy),
+                fmt_acc(s.best_pgd_accuracy)
+            ),
+            Err(e) => {
+                eprintln!("  [{}] {}: failed: {e}", r.index, r.id);
+                failed.push(r.id.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainError::RunDir {
+            path: root,
+            reason: format!("{} run(s) failed: {}", failed.len(), failed.join(", ")),
+        })
+    }
+}
+
+fn cmd_collect(a: CollectArgs) -> Result<(), TrainError> {
+    let runs = collect(&a.dir)?;
+    if runs.is_empty() {
+        return Err(TrainError::RunDir {
+            path: a.dir.clone(),
+            reason: "no finished runs (summary.json) found".into(),
+        });
+    }
+    let csv = a.csv.unwrap_or_else(|| a.dir.join("results.csv"));
+    let md = a.markdown.unwrap_or_else(|| a.dir.join("results.md"));
+    let table = to_markdown(&runs, &a.dir);
+    robust_paf::train::checkpoint::write_atomic(&csv, to_csv(&runs, &a.dir).as_bytes())?;
+    robust_paf::train::checkpoint::write_atomic(&md, table.as_bytes())?;
+    print!("{table}");
+    println!(
+        "{} runs -> {} and {}",
+        runs.len(),
+        csv.display(),
+        md.display()
+    );
+    Ok(())
+}
+
+fn cmd_presets(a: PresetsArgs) -> Result<(), TrainError> {
+    if let Some(name) = a.show {
+        let text = preset_text(&name).ok_or_else(|| TrainError::UnknownPreset {
+            name: name.clone(),
+            known: PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        print!("{text}");
+        return Ok(());
+    }
+    for (name, _) in PRESETS {
+        let cfg = TrainConfig::preset(name, &[])?;
+        println!("{name:30} {}", cfg.description);
+    }
+    Ok(())
+}
