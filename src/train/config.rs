@@ -80,10 +80,14 @@ pub enum Arch {
     /// narrow network of the `quick-*` presets that trains in minutes on 2 CPU cores.
     #[serde(rename = "wrn-16-1", alias = "wrn_16_1")]
     Wrn16x1,
+    /// A model the caller builds and passes to [`super::train`] itself (any
+    /// [`crate::models::Classifier`]); the CLI cannot build it.
+    #[serde(rename = "custom")]
+    Custom,
 }
 
 impl Arch {
-    /// Every architecture, in the order above.
+    /// Every architecture the crate builds, in the order above.
     pub const ALL: [Arch; 6] = [
         Arch::ResNet18,
         Arch::Wrn28x10,
@@ -101,6 +105,7 @@ impl Arch {
             Arch::Wrn16x4 => "wrn-16-4",
             Arch::Vgg16Bn => "vgg16-bn",
             Arch::Wrn16x1 => "wrn-16-1",
+            Arch::Custom => "custom",
         }
     }
     /// The start of [`crate::models::Classifier::architecture`] for this architecture.
@@ -112,6 +117,7 @@ impl Arch {
             Arch::Wrn16x4 => "WideResNet-16-4-",
             Arch::Vgg16Bn => "VGG-16-BN-",
             Arch::Wrn16x1 => "WideResNet-16-1-",
+            Arch::Custom => "",
         }
     }
 }
