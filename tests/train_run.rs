@@ -1,5 +1,5 @@
 //! Training runs through `train::train` on the embedded Fashion-MNIST subset with a small
-//! network (`Small` of tests/common/tiny.rs): PGD-AT learns robustness its standard-trained twin lacks;
+//! network (`models::SmallCnn`, the quick presets' model): PGD-AT learns robustness its standard-trained twin lacks;
 //! frozen parameters stay put; a run interrupted mid-epoch and resumed repeats the uninterrupted
 //! one exactly; a diverging run stops with a clear error and an intact checkpoint; bad
 //! checkpoints and configurations are typed errors that change nothing.
@@ -9,11 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::tiny::Small;
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Prelu, Pssilu, Relu};
 use robust_paf::data::FashionMnist;
-use robust_paf::models::{named_tensors, WideResNet16x1};
+use robust_paf::models::{named_tensors, SmallCnn, WideResNet16x1};
 use robust_paf::progress::{Progress, Silent};
 use robust_paf::train::checkpoint::{read_checkpoint, save_checkpoint, CheckpointMeta};
 use robust_paf::train::config::PRESETS;
@@ -40,22 +39,19 @@ fn data(train_images: usize) -> TrainData {
     }
 }
 
-/// The quick preset on the tiny network (`model.arch = "custom"`).
+/// A quick preset (the small CNN) with another activation and overrides.
 fn config(preset: &str, activation: &str, extra: &[&str]) -> TrainConfig {
-    let mut set = vec![
-        "model.arch=\"custom\"".to_string(),
-        format!("model.activation=\"{activation}\""),
-    ];
+    let mut set = vec![format!("model.activation=\"{activation}\"")];
     set.extend(extra.iter().map(|s| s.to_string()));
     TrainConfig::preset(preset, &set).unwrap()
 }
 
-fn tiny<A: Activation<Dev>>(seed: u64) -> (Small<A, Dev>, Dev)
+fn tiny<A: Activation<Dev>>(seed: u64) -> (SmallCnn<A, Dev>, Dev)
 where
-    Small<A, Dev>: BuildModule<Dev, f32>,
+    SmallCnn<A, Dev>: BuildModule<Dev, f32>,
 {
     let dev = Dev::seed_from_u64(seed);
-    (Small::<A, Dev>::build(&dev), dev)
+    (SmallCnn::<A, Dev>::new(&dev), dev)
 }
 
 /// A quick PGD-AT run reaches a higher PGD-10 accuracy (ε 0.031) than the same run with
@@ -92,7 +88,10 @@ fn pgd_at_is_more_robust_than_its_standard_twin() {
     }
     let ((std_clean, std_pgd), (at_clean, at_pgd)) = (accs[0], accs[1]);
     eprintln!("standard: clean {std_clean} PGD {std_pgd}; PGD-AT: clean {at_clean} PGD {at_pgd}");
-    assert!(std_clean > 0.45, "standard training learns: clean {std_clean}");
+    assert!(
+        std_clean > 0.45,
+        "standard training learns: clean {std_clean}"
+    );
     assert!(
         at_pgd > std_pgd + 0.10,
         "PGD-AT's PGD accuracy {at_pgd} must beat standard training's {std_pgd} by 10 points"
@@ -107,7 +106,12 @@ fn frozen_parameters_do_not_move_over_a_run() {
     let cfg = config(
         "quick-standard",
         "prelu",
-        &["optim.epochs=1", "data.batch_size=50", "eval.n_examples=50", "model.fix_alpha=-0.25"],
+        &[
+            "optim.epochs=1",
+            "data.batch_size=50",
+            "eval.n_examples=50",
+            "model.fix_alpha=-0.25",
+        ],
     );
     let (m, dev) = tiny::<Prelu<Dev>>(cfg.seed);
     let dir = tmp("frozen-prelu");
@@ -131,7 +135,11 @@ fn frozen_parameters_do_not_move_over_a_run() {
     let dir = tmp("frozen-pssilu");
     let run = train(&cfg, m, &dev, &d, &dir, RunMode::Fresh, &mut Silent).unwrap();
     assert_eq!(run.model.activation.beta.as_vec(), vec![0.2]);
-    assert_ne!(run.model.activation.alpha.as_vec(), vec![1.0], "α still learns");
+    assert_ne!(
+        run.model.activation.alpha.as_vec(),
+        vec![1.0],
+        "α still learns"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -192,15 +200,29 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
 
     let cut = tmp("cut");
     let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
-    let err = train(&cfg, m, &dev, &d, &cut, RunMode::Fresh, &mut StopAfter { left: 9 });
-    assert!(matches!(err, Err(TrainError::Model(robust_paf::Error::Interrupted(_)))));
+    let err = train(
+        &cfg,
+        m,
+        &dev,
+        &d,
+        &cut,
+        RunMode::Fresh,
+        &mut StopAfter { left: 9 },
+    );
+    assert!(matches!(
+        err,
+        Err(TrainError::Model(robust_paf::Error::Interrupted(_)))
+    ));
     let pos = read_checkpoint(&cut.join(LAST_FILE))
         .unwrap()
         .meta
         .position
         .unwrap();
     assert_eq!(pos.epochs_done, 1, "stopped in epoch 2");
-    assert!((1..6).contains(&pos.step_in_epoch), "inside the epoch: {pos:?}");
+    assert!(
+        (1..6).contains(&pos.step_in_epoch),
+        "inside the epoch: {pos:?}"
+    );
     // a fresh start in the same directory is refused; resuming continues
     let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
     assert!(matches!(
@@ -210,7 +232,11 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
     let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed ^ 99); // init overwritten by the checkpoint
     let b = train(&cfg, m, &dev, &d, &cut, RunMode::Resume, &mut Silent).unwrap();
 
-    assert_eq!(untimed(&whole), untimed(&cut), "metrics.jsonl, timings aside");
+    assert_eq!(
+        untimed(&whole),
+        untimed(&cut),
+        "metrics.jsonl, timings aside"
+    );
     assert_eq!(
         named_tensors(&a.model).unwrap(),
         named_tensors(&b.model).unwrap(),
@@ -218,8 +244,16 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
     );
     let (sa, sb) = (a.summary, b.summary);
     assert_eq!(
-        (sa.best_epoch, sa.final_pgd_accuracy, sa.activation_parameters),
-        (sb.best_epoch, sb.final_pgd_accuracy, sb.activation_parameters)
+        (
+            sa.best_epoch,
+            sa.final_pgd_accuracy,
+            sa.activation_parameters
+        ),
+        (
+            sb.best_epoch,
+            sb.final_pgd_accuracy,
+            sb.activation_parameters
+        )
     );
     // resuming a finished run changes nothing
     let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
@@ -266,9 +300,15 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint() {
     };
     assert!(*global_step >= 1, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("step {step}")) && msg.contains("non-finite"), "{msg}");
+    assert!(
+        msg.contains(&format!("step {step}")) && msg.contains("non-finite"),
+        "{msg}"
+    );
     let ckpt = read_checkpoint(&dir.join(LAST_FILE)).unwrap();
-    assert_eq!(ckpt.meta.position.as_ref().unwrap().global_step, *global_step);
+    assert_eq!(
+        ckpt.meta.position.as_ref().unwrap().global_step,
+        *global_step
+    );
     let (mut m, _) = tiny::<Relu<Dev>>(1);
     ckpt.apply(&mut m, None).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -290,7 +330,10 @@ fn bad_checkpoints_are_typed_errors_and_change_nothing() {
     let truncated = dir.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
     let e = read_checkpoint(&truncated).unwrap_err();
-    assert!(matches!(e, TrainError::Checkpoint { .. }) && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        matches!(e, TrainError::Checkpoint { .. }) && e.to_string().contains("truncated"),
+        "{e}"
+    );
 
     let flipped = dir.join("flipped.safetensors");
     let mut b = bytes.clone();
@@ -305,7 +348,10 @@ fn bad_checkpoints_are_typed_errors_and_change_nothing() {
 
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint at all").unwrap();
-    assert!(matches!(read_checkpoint(&junk), Err(TrainError::Checkpoint { .. })));
+    assert!(matches!(
+        read_checkpoint(&junk),
+        Err(TrainError::Checkpoint { .. })
+    ));
 
     // another activation, another architecture
     let c = read_checkpoint(&path).unwrap();
@@ -336,18 +382,34 @@ fn invalid_configurations_name_the_problem() {
     let e = TrainConfig::preset("quick-pgd-at", &["optim.lr=0".into()]).unwrap_err();
     assert!(e.to_string().contains("`optim.lr` = 0"), "{e}");
     let e = TrainConfig::preset("no-such-preset", &[]).unwrap_err();
-    assert!(matches!(e, TrainError::UnknownPreset { .. }) && e.to_string().contains("quick-pgd-at"));
+    assert!(
+        matches!(e, TrainError::UnknownPreset { .. }) && e.to_string().contains("quick-pgd-at")
+    );
     let e = TrainConfig::preset("quick-pgd-at", &["optim.epochz=3".into()]).unwrap_err();
-    assert!(e.to_string().contains("optim.epochz") && e.to_string().contains("unknown field"), "{e}");
-    let e = TrainConfig::preset("quick-pgd-at", &["model.activation=\"swish\"".into()]).unwrap_err();
+    assert!(
+        e.to_string().contains("optim.epochz") && e.to_string().contains("unknown field"),
+        "{e}"
+    );
+    let e =
+        TrainConfig::preset("quick-pgd-at", &["model.activation=\"swish\"".into()]).unwrap_err();
     assert!(e.to_string().contains("model.activation"), "{e}");
     let e = TrainConfig::preset("quick-pgd-at", &["no-equals-sign".into()]).unwrap_err();
     assert!(matches!(e, TrainError::Override { .. }), "{e}");
-    let e = TrainConfig::preset("quick-pgd-at", &["model.fix_alpha=0.5".into(), "model.activation=\"relu\"".into()])
-        .unwrap_err();
+    let e = TrainConfig::preset(
+        "quick-pgd-at",
+        &[
+            "model.fix_alpha=0.5".into(),
+            "model.activation=\"relu\"".into(),
+        ],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("model.fix_alpha"), "{e}");
-    let e = TrainConfig::from_toml("name = \"x\"\n[model]\narch = \"resnet18\"", "inline").unwrap_err();
-    assert!(e.to_string().contains("inline") && e.to_string().contains("missing field"), "{e}");
+    let e =
+        TrainConfig::from_toml("name = \"x\"\n[model]\narch = \"resnet18\"", "inline").unwrap_err();
+    assert!(
+        e.to_string().contains("inline") && e.to_string().contains("missing field"),
+        "{e}"
+    );
 }
 
 /// Every preset parses, validates and survives a TOML round trip (what config.toml holds).
@@ -368,7 +430,11 @@ fn presets_are_valid_and_round_trip() {
         }
     }
     let ddpm = TrainConfig::preset("cifar10-linf-wrn-28-10-ddpm", &[]).unwrap();
-    assert_eq!(ddpm.data.synthetic.unwrap().per_batch, 256, "1:1 real + synthetic");
+    assert_eq!(
+        ddpm.data.synthetic.unwrap().per_batch,
+        256,
+        "1:1 real + synthetic"
+    );
 }
 
 /// N shards cover the grid exactly once, whatever N; activations without α collapse the α axis.

@@ -1,6 +1,6 @@
 //! The paper's architectures (PAPER.md §2), compile-time shaped and generic over the shared
 //! activation: CIFAR ResNet-18, pre-activation WideResNet (28-10, 16-4, 34-10, ...),
-//! ImageNet-stem ResNet-18, VGG-16-BN. Inputs are raw [0, 1] pixels in NHWC, no normalisation
+//! ImageNet-stem ResNet-18, VGG-16-BN; and, not from the paper, a small CNN for quick CPU runs. Inputs are raw [0, 1] pixels in NHWC, no normalisation
 //! (§2.5). Tensor names follow the reference PyTorch `state_dict` keys.
 
 pub mod layers;
@@ -16,9 +16,11 @@ pub mod wide_resnet;
 pub use wide_resnet::{
     WideResNet, WideResNet16x1, WideResNet16x4, WideResNet28x10, WideResNet34x10,
 };
+pub mod small_cnn;
 pub mod tensors;
 pub mod vgg;
 
 pub use tensors::{named_gradients, named_tensors};
 
+pub use small_cnn::SmallCnn;
 pub use vgg::Vgg16Bn;

@@ -77,9 +77,13 @@ pub enum Arch {
     #[serde(rename = "vgg16-bn", alias = "vgg16_bn")]
     Vgg16Bn,
     /// WideResNet-16-1 (widths 16-32-64, 0.18 M parameters): **not a model of the paper**, the
-    /// narrow network of the `quick-*` presets that trains in minutes on 2 CPU cores.
+    /// narrowest member of its WRN family, for CPU runs of an hour.
     #[serde(rename = "wrn-16-1", alias = "wrn_16_1")]
     Wrn16x1,
+    /// [`crate::models::SmallCnn`]: **not a model of the paper**, three conv layers, the model
+    /// of the `quick-*` presets (minutes on 2 CPU cores).
+    #[serde(rename = "cnn-small")]
+    SmallCnn,
     /// A model the caller builds and passes to [`super::train`] itself (any
     /// [`crate::models::Classifier`]); the CLI cannot build it.
     #[serde(rename = "custom")]
@@ -88,13 +92,14 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture the crate builds, in the order above.
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 7] = [
         Arch::ResNet18,
         Arch::Wrn28x10,
         Arch::Wrn34x10,
         Arch::Wrn16x4,
         Arch::Vgg16Bn,
         Arch::Wrn16x1,
+        Arch::SmallCnn,
     ];
     /// The configuration name (`"wrn-28-10"`).
     pub fn name(self) -> &'static str {
@@ -105,6 +110,7 @@ impl Arch {
             Arch::Wrn16x4 => "wrn-16-4",
             Arch::Vgg16Bn => "vgg16-bn",
             Arch::Wrn16x1 => "wrn-16-1",
+            Arch::SmallCnn => "cnn-small",
             Arch::Custom => "custom",
         }
     }
@@ -117,6 +123,7 @@ impl Arch {
             Arch::Wrn16x4 => "WideResNet-16-4-",
             Arch::Vgg16Bn => "VGG-16-BN-",
             Arch::Wrn16x1 => "WideResNet-16-1-",
+            Arch::SmallCnn => "SmallCNN-",
             Arch::Custom => "",
         }
     }

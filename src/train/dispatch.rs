@@ -4,7 +4,7 @@
 //! statically shaped models.
 //!
 //! Nothing is compiled until a job type uses it: each [`WithModel`] implementation instantiates
-//! its `run` once per supported (architecture, activation, classes) — 12 activations × 6
+//! its `run` once per supported (architecture, activation, classes) — 12 activations × 7
 //! architectures for 10 classes, × 2 for 100 classes.
 
 use dfdx::nn::BuildModule;
@@ -16,8 +16,8 @@ use crate::activations::{
     Relu, Silu, Softplus,
 };
 use crate::models::{
-    Classifier, ResNet18, Vgg16Bn, WideResNet, WideResNet16x1, WideResNet16x4, WideResNet28x10,
-    WideResNet34x10,
+    Classifier, ResNet18, SmallCnn, Vgg16Bn, WideResNet, WideResNet16x1, WideResNet16x4,
+    WideResNet28x10, WideResNet34x10,
 };
 use crate::ops::{Backend, Elem};
 
@@ -50,6 +50,7 @@ type ResNet18x100<A, D> = ResNet18<A, D, Elem, 100>;
 type WideResNet28x10x100<A, D> = WideResNet<A, D, Elem, 4, 160, 320, 640, 100>;
 type Vgg16Bn10<A, D> = Vgg16Bn<A, D, Elem, 10>;
 type ResNet18x10<A, D> = ResNet18<A, D, Elem, 10>;
+type SmallCnn10<A, D> = SmallCnn<A, D, Elem, 10>;
 
 /// Runs `job` with the model type of `arch`, `activation` and `classes` on device `D`; an error
 /// for a combination the crate does not build (100 classes exist for ResNet-18 and
@@ -67,6 +68,7 @@ pub fn with_model<D: Backend, J: WithModel<D>>(
         (Arch::Wrn16x4, 10) => per_activation!(activation, job, D, WideResNet16x4),
         (Arch::Vgg16Bn, 10) => per_activation!(activation, job, D, Vgg16Bn10),
         (Arch::Wrn16x1, 10) => per_activation!(activation, job, D, WideResNet16x1),
+        (Arch::SmallCnn, 10) => per_activation!(activation, job, D, SmallCnn10),
         (Arch::ResNet18, 100) => per_activation!(activation, job, D, ResNet18x100),
         (Arch::Wrn28x10, 100) => per_activation!(activation, job, D, WideResNet28x10x100),
         (arch, classes) => {

@@ -25,8 +25,6 @@ pub struct Tiny<A, D: Storage<E>, E: Dtype, const S: usize, const W: usize> {
 
 /// The tiny network on 8×8 images (the PyTorch reference's).
 pub type Tiny8<A, D> = Tiny<A, D, f32, 8, 4>;
-/// A small network on the crate's 32×32 images, 8 channels (quick training tests).
-pub type Tiny32<A, D> = Tiny<A, D, f32, 32, 8>;
 
 impl<
         A: TensorCollection<E, D>,
@@ -91,96 +89,6 @@ where
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
         f(&mut self.bn1);
         f(&mut self.bn2);
-    }
-    fn activation(&self) -> &A {
-        &self.activation
-    }
-    fn activation_mut(&mut self) -> &mut A {
-        &mut self.activation
-    }
-}
-
-/// A small network on the crate's 32×32 images for the quick training tests: `conv 3→16 (s1) →
-/// BN → act → conv 16→32 (s2) → BN → act → conv 32→32 (s2) → BN → act → 2×2 average pool →
-/// flatten (4·4·32) → Linear(512, 10)`, one shared activation (≈ 2.2 M multiply-adds per image,
-/// a twelfth of WRN-16-1). Its PyTorch twin reaches the same accuracies on the embedded data.
-#[derive(Clone, Debug)]
-pub struct Small<A, D: Storage<E>, E: Dtype = f32> {
-    pub activation: A,
-    pub conv1: Conv2d<3, 16, 3, 1, 1, D, E>,
-    pub bn1: BatchNorm2d<16, D, E>,
-    pub conv2: Conv2d<16, 32, 3, 2, 1, D, E>,
-    pub bn2: BatchNorm2d<32, D, E>,
-    pub conv3: Conv2d<32, 32, 3, 2, 1, D, E>,
-    pub bn3: BatchNorm2d<32, D, E>,
-    pub fc: Linear<512, 10, E, D>,
-}
-
-impl<
-        A: TensorCollection<E, D>,
-        E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
-        D: Device<E>,
-    > TensorCollection<E, D> for Small<A, D, E>
-{
-    type To<E2: Dtype, D2: Device<E2>> = Small<A::To<E2, D2>, D2, E2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                (
-                    Self::module("activation", |s| &s.activation, |s| &mut s.activation),
-                    Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
-                    Self::module("bn1", |s| &s.bn1, |s| &mut s.bn1),
-                    Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
-                ),
-                (
-                    Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
-                    Self::module("conv3", |s| &s.conv3, |s| &mut s.conv3),
-                    Self::module("bn3", |s| &s.bn3, |s| &mut s.bn3),
-                    Self::module("fc", |s| &s.fc, |s| &mut s.fc),
-                ),
-            ),
-            |((activation, conv1, bn1, conv2), (bn2, conv3, bn3, fc))| Small {
-                activation,
-                conv1,
-                bn1,
-                conv2,
-                bn2,
-                conv3,
-                bn3,
-                fc,
-            },
-        )
-    }
-}
-
-impl<A: Activation<D>, D: Backend> Classifier<D> for Small<A, D, Elem> {
-    type Act = A;
-    type Height = Const<32>;
-    type Width = Const<32>;
-    type Channels = Const<3>;
-    type Classes = Const<10>;
-    fn architecture(&self) -> String {
-        format!("Small-{}", A::NAME)
-    }
-    fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
-        &self,
-        x: InputOf<Self, B, D, T>,
-        rec: Option<&StatsRecorder>,
-    ) -> Result<LogitsOf<Self, B, D, T>, D::Err> {
-        let act = self.activation.pointwise_fn();
-        let x = self.bn1.try_forward_act(self.conv1.try_forward(x)?, None, act, rec)?;
-        let x = self.bn2.try_forward_act(self.conv2.try_forward(x)?, None, act, rec)?;
-        let x = self.bn3.try_forward_act(self.conv3.try_forward(x)?, None, act, rec)?;
-        let x = robust_paf::ops::try_avg_pool2d::<2, _, _, _, 32, D, T>(x)?;
-        let b = x.shape().0;
-        self.fc.try_forward(x.try_reshape_like(&(b, Const::<512>))?)
-    }
-    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
-        f(&mut self.bn1);
-        f(&mut self.bn2);
-        f(&mut self.bn3);
     }
     fn activation(&self) -> &A {
         &self.activation
