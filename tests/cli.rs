@@ -1,0 +1,305 @@
+//! The `robust-paf` command line, run as a process: a training run killed with SIGKILL in the
+//! middle of an epoch and resumed writes the same `metrics.jsonl` as an uninterrupted run;
+//! errors are one line and a non-zero exit; sweep shards, skipping finished runs, Slurm's
+//! variables; `collect`; `eval`; `presets`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use robust_paf::train::checkpoint::read_checkpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_robust-paf");
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("robust-paf-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A small PGD-AT run: 300 images in 6 steps per epoch, 2 epochs, a checkpoint every step.
+const SMALL: &[&str] = &[
+    "--preset",
+    "quick-pgd-at",
+    "--set",
+    "data.train_subset=300",
+    "--set",
+    "optim.epochs=2",
+    "--set",
+    "trainer.steps=3",
+    "--set",
+    "eval.n_examples=60",
+    "--set",
+    "run.checkpoint_every_steps=1",
+    "--set",
+    "run.log_every_steps=2",
+    "--quiet",
+];
+
+fn untimed(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("seconds");
+            o.remove("images_per_second");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_to_the_same_metrics() {
+    let whole = tmp("whole");
+    let w = whole.to_str().unwrap();
+    let o = run(&[&["train"], SMALL, &["--out", w]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("finished quick-pgd-at"),
+        "{}",
+        stdout(&o)
+    );
+
+    let cut = tmp("cut");
+    let c = cut.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([&["train"], SMALL, &["--out", c]].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill -9 once a checkpoint inside the second epoch exists
+    let started = Instant::now();
+    loop {
+        let pos = read_checkpoint(&cut.join("last.safetensors"))
+            .ok()
+            .and_then(|c| c.meta.position);
+        if let Some(p) = pos {
+            if p.epochs_done == 1 && p.step_in_epoch >= 2 {
+                break;
+            }
+            assert!(p.epochs_done < 2, "the run ended before it could be killed");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!cut.join("summary.json").exists(), "killed before the end");
+    let o = run(&["train", "--resume", c, "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        untimed(&whole),
+        untimed(&cut),
+        "metrics.jsonl of the killed-and-resumed run (timings aside)"
+    );
+    let (a, b) = (
+        read_checkpoint(&whole.join("last.safetensors")).unwrap(),
+        read_checkpoint(&cut.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(a.tensors, b.tensors, "final weights and momentum buffers");
+    // a fresh run into a run directory is refused, nothing is touched
+    let before = std::fs::read(cut.join("metrics.jsonl")).unwrap();
+    let o = run(&[&["train"], SMALL, &["--out", c]].concat());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(cut.join("metrics.jsonl")).unwrap(), before);
+
+    // eval on the best checkpoint writes a report
+    let report = cut.join("report.json");
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        cut.join("best.safetensors").to_str().unwrap(),
+        "--n-examples",
+        "40",
+        "--pgd-steps",
+        "2",
+        "--eps",
+        "8/255",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["n_examples"], 40);
+    assert_eq!(r["eps_text"], "8/255");
+    assert!(r["clean_accuracy"].as_f64().unwrap() >= r["pgd_accuracy"].as_f64().unwrap());
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&cut);
+}
+
+/// Every error: one line on stderr starting with `error:`, exit status 1.
+#[test]
+fn errors_are_one_line_and_a_non_zero_exit() {
+    let dir = tmp("errors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.safetensors");
+    std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"c\"\n[model]\narch = \"resnet18\"\nactivation = \"relu\"\n",
+    )
+    .unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--preset", "nope"], "unknown preset"),
+        (
+            vec![
+                "train",
+                "--preset",
+                "quick-pgd-at",
+                "--set",
+                "trainer.eps=-1",
+            ],
+            "`trainer.eps` = -1",
+        ),
+        (
+            vec!["train", "--preset", "quick-pgd-at", "--set", "optim.lr=0"],
+            "`optim.lr` = 0",
+        ),
+        (
+            vec![
+                "train",
+                "--preset",
+                "quick-pgd-at",
+                "--set",
+                "optim.epochz=2",
+            ],
+            "unknown field `epochz`",
+        ),
+        (
+            vec!["train", "--config", "/nonexistent/c.toml"],
+            "No such file",
+        ),
+        (
+            vec!["train", "--config", cfg.to_str().unwrap()],
+            "missing field",
+        ),
+        (
+            vec!["train", "--resume", dir.to_str().unwrap()],
+            "no config.toml",
+        ),
+        (
+            vec!["eval", "--checkpoint", bad.to_str().unwrap()],
+            "truncated or corrupted",
+        ),
+        (vec!["presets", "--show", "nope"], "unknown preset"),
+        (vec!["collect", dir.to_str().unwrap()], "no finished runs"),
+        (
+            vec!["sweep", "--config", cfg.to_str().unwrap(), "--shard", "2/2"],
+            "",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = run(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{args:?}: one line, got {e:?}");
+        assert!(
+            e.starts_with("error: ") && e.contains(want),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sweep_shards_run_once_skip_finished_runs_and_collect() {
+    let dir = tmp("sweep");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sweep.toml");
+    std::fs::write(
+        &file,
+        r#"name = "mini"
+base = "quick-standard"
+set = ["data.train_subset=100", "optim.epochs=1", "eval.n_examples=20", "eval.pgd=false"]
+activations = ["relu", "prelu"]
+fix_alpha = [0.25]
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let dry = run(&["sweep", "--config", f, "--out", o, "--dry-run"]);
+    assert!(stdout(&dry).contains("2 runs"), "{}", stdout(&dry));
+    for shard in ["0/2", "1/2"] {
+        let r = run(&[
+            "sweep", "--config", f, "--out", o, "--shard", shard, "--quiet",
+        ]);
+        assert!(r.status.success(), "{}", stderr(&r));
+    }
+    let relu = out.join("mini/relu_standard_seed12345");
+    let prelu = out.join("mini/prelu_alpha0.25_standard_seed12345");
+    assert!(relu.join("summary.json").exists() && prelu.join("summary.json").exists());
+    // again, with Slurm's variables for shard 1 of 2: the finished run is skipped, untouched
+    let before = std::fs::metadata(prelu.join("metrics.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let r = Command::new(BIN)
+        .args(["sweep", "--config", f, "--out", o, "--quiet"])
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    let s = stdout(&r);
+    assert!(
+        s.contains("shard 1/2: 1 runs") && s.contains("finished, skipped"),
+        "{s}"
+    );
+    assert_eq!(
+        std::fs::metadata(prelu.join("metrics.jsonl"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    let r = run(&["collect", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + 2 runs: {csv}");
+    assert!(csv.contains("prelu") && csv.contains("0.25"), "{csv}");
+    assert!(std::fs::read_to_string(out.join("results.md"))
+        .unwrap()
+        .starts_with("| run |"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn presets_lists_every_preset() {
+    let o = run(&["presets"]);
+    assert!(o.status.success());
+    let s = stdout(&o);
+    for name in [
+        "cifar10-linf-resnet18",
+        "cifar10-linf-wrn-28-10-ddpm",
+        "cifar10-l2-resnet18",
+        "cifar100-linf-wrn-28-10",
+        "cifar10-standard-resnet18",
+        "quick-pgd-at",
+    ] {
+        assert!(s.contains(name), "{name} missing from {s}");
+    }
+    let o = run(&["presets", "--show", "quick-pgd-at"]);
+    assert!(stdout(&o).contains("[trainer]"));
+}
