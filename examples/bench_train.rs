@@ -94,19 +94,20 @@ where
     let records = robust_paf::train::run::read_metrics(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let r = &records[0];
-    let train_secs = steps as f64 * b as f64 / r.images_per_second;
-    let eval_secs = (total - train_secs).max(0.0);
+    // the epoch's wall time without its evaluation: loader, steps, bookkeeping, checkpoint
+    let train_secs = total - r.eval_seconds;
     let n = (steps * b) as f64;
     println!(
-        "{:28} B={b}: bare step {:7.1} img/s | epoch through the trainer {:7.1} img/s of \
-         training ({:+.1}% time) | evaluation of {} images: {:.1} s | {} steps",
+        "{:28} B={b} {steps} steps: bare step {:7.2} img/s | through the trainer {:7.2} img/s \
+         ({:+.1}% time) | + evaluation of {} images (clean + PGD-{}) {:.1} s: {:7.2} img/s overall",
         run.summary.architecture,
         n / bare,
-        r.images_per_second,
+        n / train_secs,
         100.0 * (train_secs / bare - 1.0),
         r.test_examples,
-        eval_secs,
-        run.summary.steps,
+        cfg.eval.pgd_steps,
+        r.eval_seconds,
+        n / total,
     );
 }
 

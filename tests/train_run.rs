@@ -169,6 +169,7 @@ fn untimed(dir: &Path) -> Vec<serde_json::Value> {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             let o = v.as_object_mut().unwrap();
             o.remove("seconds");
+            o.remove("eval_seconds");
             o.remove("images_per_second");
             v
         })

@@ -6,6 +6,8 @@
 //!   [`Figure::evcxr_display`] and written to a file by [`Figure::save`];
 //! - [`plot_activations`] / [`plot_paper_activations`]: f, f′ and f″ of any activations side by
 //!   side (the formulas of PAPER.md §1.2), and [`plot_pssilu_family`]: how α and β move PSSiLU;
+//! - [`plot_training_curves`] / [`plot_run_dirs`]: loss, clean and PGD accuracy and α/β per
+//!   epoch of training runs;
 //! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
 //!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
 //!   elsewhere.
@@ -13,12 +15,14 @@
 //! Plots are drawn with plotters' SVG backend with its default features off: text becomes SVG
 //! `<text>` elements, so no font files or system libraries are needed.
 
+mod curves;
 mod figure;
 mod plot;
 mod table;
 
 use std::path::PathBuf;
 
+pub use curves::{plot_run_dirs, plot_training_curves};
 pub use figure::Figure;
 pub use plot::{paper_activations, plot_activations, plot_paper_activations, plot_pssilu_family};
 pub use table::{shape_table, ShapeTable};

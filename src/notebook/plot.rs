@@ -52,9 +52,11 @@ pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<F
             caption: (*caption).to_string(),
             curves: curves(&grids, &labels, order),
             legend: order == 0,
+            x: (lo, hi),
+            x_desc: "x",
         })
         .collect();
-    draw(&title, (1, 3), &panels, lo, hi)
+    draw(&title, (1, 3), &panels)
 }
 
 /// Plots PSSiLU, f(x) = x·(σ(|α|x) − |β|)/(1 − |β|), for every α in `alphas` (one colour each)
@@ -107,6 +109,8 @@ pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error
                 caption: format!("PSSiLU {derivative}, β = {beta}"),
                 curves: curves(grids, &labels, order),
                 legend: panels.is_empty(),
+                x: (lo, hi),
+                x_desc: "x",
             });
         }
     }
@@ -114,14 +118,12 @@ pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error
         "PSSiLU: α sets the curvature at 0, β the outputs on negative inputs",
         (3, betas.len()),
         &panels,
-        lo,
-        hi,
     )
 }
 
 /// Line colours, in order (matplotlib's "tab10" plus black and navy): distinguishable, none too
 /// pale on white.
-const PALETTE: [RGBColor; 12] = [
+pub(super) const PALETTE: [RGBColor; 12] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
@@ -139,16 +141,19 @@ const PALETTE: [RGBColor; 12] = [
 /// Panel captions by derivative order.
 const DERIVATIVES: [&str; 3] = ["f(x)", "f′(x)", "f″(x)"];
 
-struct Curve {
-    label: String,
-    color: RGBColor,
-    points: Vec<(f64, f64)>,
+pub(super) struct Curve {
+    pub(super) label: String,
+    pub(super) color: RGBColor,
+    pub(super) points: Vec<(f64, f64)>,
 }
 
-struct Panel {
-    caption: String,
-    curves: Vec<Curve>,
-    legend: bool,
+pub(super) struct Panel {
+    pub(super) caption: String,
+    pub(super) curves: Vec<Curve>,
+    pub(super) legend: bool,
+    /// The x range and its label.
+    pub(super) x: (f64, f64),
+    pub(super) x_desc: &'static str,
 }
 
 /// One curve per grid: its derivative of order `order` (0, 1, 2), coloured by position.
@@ -187,12 +192,10 @@ fn check_range(lo: f64, hi: f64) -> Result<(), Error> {
 }
 
 /// Draws `panels` row by row on a `(rows, cols)` grid under `title`.
-fn draw(
+pub(super) fn draw(
     title: &str,
     (rows, cols): (usize, usize),
     panels: &[Panel],
-    lo: f64,
-    hi: f64,
 ) -> Result<Figure, Error> {
     let size = (
         PANEL_WIDTH * cols as u32,
@@ -204,19 +207,15 @@ fn draw(
         root.fill(&WHITE).map_err(plot_error)?;
         let root = root.titled(title, (FONT, 22)).map_err(plot_error)?;
         for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
-            draw_panel(area, panel, lo, hi)?;
+            draw_panel(area, panel)?;
         }
         root.present().map_err(plot_error)?;
     }
     Ok(Figure::new(title, svg))
 }
 
-fn draw_panel(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
-    panel: &Panel,
-    lo: f64,
-    hi: f64,
-) -> Result<(), Error> {
+fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), Error> {
+    let (lo, hi) = panel.x;
     let (y_lo, y_hi) = y_range(panel)?;
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.caption, (FONT, 16))
@@ -228,7 +227,7 @@ fn draw_panel(
     chart
         .configure_mesh()
         .light_line_style(WHITE)
-        .x_desc("x")
+        .x_desc(panel.x_desc)
         .x_label_formatter(&|x| tick_label(*x))
         .y_label_formatter(&|y| tick_label(*y))
         .label_style((FONT, 12))
@@ -268,6 +267,9 @@ fn y_range(panel: &Panel) -> Result<(f64, f64), Error> {
             lo = lo.min(y);
             hi = hi.max(y);
         }
+    }
+    if lo > hi {
+        return Ok((0.0, 1.0)); // no curves
     }
     let pad = if hi - lo > 1e-9 {
         0.05 * (hi - lo)

@@ -457,7 +457,7 @@ impl Default for EvalSettings {
 }
 
 /// Checkpointing and logging of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunSettings {
     /// Also write `last.safetensors` every this many steps within an epoch (0: at epoch ends
@@ -465,15 +465,6 @@ pub struct RunSettings {
     pub checkpoint_every_steps: usize,
     /// Also write a `metrics.jsonl` line every this many steps (0: epoch lines only).
     pub log_every_steps: usize,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        RunSettings {
-            checkpoint_every_steps: 0,
-            log_every_steps: 0,
-        }
-    }
 }
 
 fn bad(field: &str, value: impl std::fmt::Display, reason: &str) -> TrainError {

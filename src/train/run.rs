@@ -85,6 +85,8 @@ pub struct EpochRecord {
     pub best: bool,
     /// Seconds of the epoch (training and evaluation).
     pub seconds: f64,
+    /// Seconds of the evaluation alone.
+    pub eval_seconds: f64,
     /// Training images per second (real + synthetic).
     pub images_per_second: f64,
 }
@@ -641,12 +643,14 @@ pub fn train<M: Classifier<D>, D: Backend>(
         let last_epoch = epoch + 1 == total_epochs;
         let main_epoch = epoch.saturating_sub(warmup) + 1;
         let evaluate = !in_warmup && (main_epoch % cfg.eval.every == 0 || last_epoch);
+        let eval_started = Instant::now();
         let (test_clean, test_pgd) = if evaluate {
             let (c, p) = evaluate_epoch(cfg, &mut model, dev, &eval, epoch, progress)?;
             (Some(c), p)
         } else {
             (None, None)
         };
+        let eval_seconds = eval_started.elapsed().as_secs_f64();
         let metric = match selection {
             Selection::Pgd => test_pgd,
             Selection::Clean => test_clean,
@@ -686,6 +690,7 @@ pub fn train<M: Classifier<D>, D: Backend>(
             activation: activation_map(&model),
             best: is_best,
             seconds: seconds_in_epoch_before + epoch_started.elapsed().as_secs_f64(),
+            eval_seconds,
             images_per_second: sums.images as f64 / sums.seconds.max(1e-9),
         };
         // metrics line, then best, then last: a kill in between is undone on resume (the
