@@ -3,7 +3,7 @@
 //! loading and augmentation on the loader thread, the schedule, metrics, the end-of-epoch
 //! checkpoint), and the per-epoch evaluation (clean + PGD-10) timed separately.
 //!
-//! `cargo run --release --example bench_train -- [--arch wrn-16-1|resnet18] [--act relu|pssilu]
+//! `cargo run --release --example bench_train -- [--arch wrn-16-1|resnet18|cnn-small] [--act relu|pssilu]
 //! [--batch 128] [--images 1024] [--eval 256]`; `ROBUST_PAF_PROFILE=1` adds the time per op.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use dfdx::prelude::*;
 use robust_paf::activations::{Pssilu, Relu};
 use robust_paf::attacks::host_images;
 use robust_paf::data::FashionMnist;
-use robust_paf::models::{Classifier, ResNet18, WideResNet16x1};
+use robust_paf::models::{Classifier, ResNet18, SmallCnn, WideResNet16x1};
 use robust_paf::progress::Silent;
 use robust_paf::train::run::RunMode;
 use robust_paf::train::{
@@ -150,6 +150,8 @@ fn main() {
     match (arch.as_str(), act.as_str()) {
         ("resnet18", "relu") => bench::<ResNet18<Relu<Dev>, Dev>>(&cfg, &data, images),
         ("resnet18", _) => bench::<ResNet18<Pssilu<Dev>, Dev>>(&cfg, &data, images),
+        ("cnn-small", "relu") => bench::<SmallCnn<Relu<Dev>, Dev>>(&cfg, &data, images),
+        ("cnn-small", _) => bench::<SmallCnn<Pssilu<Dev>, Dev>>(&cfg, &data, images),
         (_, "relu") => bench::<WideResNet16x1<Relu<Dev>, Dev>>(&cfg, &data, images),
         _ => bench::<WideResNet16x1<Pssilu<Dev>, Dev>>(&cfg, &data, images),
     }

@@ -13,7 +13,8 @@
 //!   (PAPER.md §2);
 //! - [`attacks`]: PGD (ℓ∞, ℓ2), FGSM, TRADES' inner maximisation (§3.3, §3.4);
 //! - [`eval`]: AutoAttack's protocol, `evaluate`, the shape-ablation metrics (§4);
-//! - [`train`]: the optimizer that respects frozen activation parameters (§1.4);
+//! - [`train`]: standard training, PGD-AT and TRADES as the paper's code, checkpoints, runs with
+//!   resume, configurations and presets, sweeps (§3);
 //! - [`notebook`]: plots and tables for the evcxr notebooks;
 //! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
 

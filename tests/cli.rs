@@ -3,7 +3,9 @@
 //! errors are one line and a non-zero exit; sweep shards, skipping finished runs, Slurm's
 //! variables; `collect`; `eval`; `presets`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,21 +49,6 @@ const SMALL: &[&str] = &[
     "run.log_every_steps=2",
     "--quiet",
 ];
-
-fn untimed(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("seconds");
-            o.remove("eval_seconds");
-            o.remove("images_per_second");
-            v
-        })
-        .collect()
-}
 
 #[test]
 fn a_run_killed_mid_epoch_resumes_to_the_same_metrics() {
@@ -107,8 +94,8 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_metrics() {
     let o = run(&["train", "--resume", c, "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        untimed(&whole),
-        untimed(&cut),
+        common::untimed_metrics(&whole),
+        common::untimed_metrics(&cut),
         "metrics.jsonl of the killed-and-resumed run (timings aside)"
     );
     let (a, b) = (

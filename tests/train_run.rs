@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use dfdx::prelude::*;
@@ -160,22 +160,6 @@ impl Progress for StopAfter {
     }
 }
 
-/// Every line of metrics.jsonl without its timings.
-fn untimed(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("seconds");
-            o.remove("eval_seconds");
-            o.remove("images_per_second");
-            v
-        })
-        .collect()
-}
-
 /// A run stopped in the middle of an epoch (after a mid-epoch checkpoint) and resumed gives the
 /// same per-epoch losses, accuracies and α/β as the uninterrupted run — bit for bit on the CPU —
 /// and the same final weights.
@@ -234,8 +218,8 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
     let b = train(&cfg, m, &dev, &d, &cut, RunMode::Resume, &mut Silent).unwrap();
 
     assert_eq!(
-        untimed(&whole),
-        untimed(&cut),
+        common::untimed_metrics(&whole),
+        common::untimed_metrics(&cut),
         "metrics.jsonl, timings aside"
     );
     assert_eq!(

@@ -23,7 +23,7 @@ use robust_paf::models::Classifier;
 use robust_paf::ops::{Backend, Elem};
 use robust_paf::progress::{self, Progress, Silent};
 use robust_paf::train::checkpoint::read_checkpoint;
-use robust_paf::train::config::{preset_text, PRESETS};
+use robust_paf::train::config::{preset_or_error, PRESETS};
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
@@ -586,15 +586,7 @@ fn cmd_collect(a: CollectArgs) -> Result<(), TrainError> {
 
 fn cmd_presets(a: PresetsArgs) -> Result<(), TrainError> {
     if let Some(name) = a.show {
-        let text = preset_text(&name).ok_or_else(|| TrainError::UnknownPreset {
-            name: name.clone(),
-            known: PRESETS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        print!("{text}");
+        print!("{}", preset_or_error(&name)?);
         return Ok(());
     }
     for (name, _) in PRESETS {

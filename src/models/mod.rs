@@ -20,7 +20,7 @@ pub mod small_cnn;
 pub mod tensors;
 pub mod vgg;
 
-pub use tensors::{named_gradients, named_tensors};
+pub use tensors::{named_gradients, named_shaped_tensors, named_tensors, NamedTensor};
 
 pub use small_cnn::SmallCnn;
 pub use vgg::Vgg16Bn;

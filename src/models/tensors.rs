@@ -6,15 +6,18 @@
 use dfdx::nn::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
 };
-use dfdx::shapes::Shape;
+use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 use dfdx::tensor_ops::Device;
 
 use crate::ops::Elem;
 
+/// A tensor copied to the host: its name, shape and values.
+pub type NamedTensor = (String, Vec<usize>, Vec<Elem>);
+
 struct Collect<'g, D: Device<Elem>> {
     grads: Option<&'g mut Gradients<Elem, D>>,
-    out: Vec<(String, Vec<Elem>)>,
+    out: Vec<NamedTensor>,
 }
 
 impl<D: Device<Elem>> TensorVisitor<Elem, D> for Collect<'_, D> {
@@ -27,11 +30,12 @@ impl<D: Device<Elem>> TensorVisitor<Elem, D> for Collect<'_, D> {
         opts: TensorOptions<S, Elem, D>,
         (t, name): (&Tensor<S, Elem, D>, String),
     ) -> Result<Option<Tensor<S, Elem, D>>, D::Err> {
+        let shape: Vec<usize> = t.shape().concrete().into();
         match self.grads.as_deref_mut() {
-            None => self.out.push((name, t.as_vec())),
+            None => self.out.push((name, shape, t.as_vec())),
             Some(g) if opts.do_gradient_update => {
                 g.try_alloc_for(t)?;
-                self.out.push((name, g.get(t).as_vec()))
+                self.out.push((name, shape, g.get(t).as_vec()))
             }
             Some(_) => {}
         }
@@ -42,7 +46,7 @@ impl<D: Device<Elem>> TensorVisitor<Elem, D> for Collect<'_, D> {
 fn walk<M: TensorCollection<Elem, D>, D: Device<Elem>>(
     m: &M,
     grads: Option<&mut Gradients<Elem, D>>,
-) -> Result<Vec<(String, Vec<Elem>)>, D::Err> {
+) -> Result<Vec<NamedTensor>, D::Err> {
     let mut c = Collect {
         grads,
         out: Vec::new(),
@@ -58,6 +62,13 @@ fn walk<M: TensorCollection<Elem, D>, D: Device<Elem>>(
 pub fn named_tensors<M: TensorCollection<Elem, D>, D: Device<Elem>>(
     m: &M,
 ) -> Result<Vec<(String, Vec<Elem>)>, D::Err> {
+    Ok(walk(m, None)?.into_iter().map(|(n, _, v)| (n, v)).collect())
+}
+
+/// `(name, shape, values)` of every tensor of `m`, in visiting order (what a checkpoint holds).
+pub fn named_shaped_tensors<M: TensorCollection<Elem, D>, D: Device<Elem>>(
+    m: &M,
+) -> Result<Vec<NamedTensor>, D::Err> {
     walk(m, None)
 }
 
@@ -67,5 +78,8 @@ pub fn named_gradients<M: TensorCollection<Elem, D>, D: Device<Elem>>(
     m: &M,
     grads: &mut Gradients<Elem, D>,
 ) -> Result<Vec<(String, Vec<Elem>)>, D::Err> {
-    walk(m, Some(grads))
+    Ok(walk(m, Some(grads))?
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect())
 }

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 
 use dfdx::nn::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-    ViewTensorRef,
 };
-use dfdx::shapes::{HasShape, Shape};
+use dfdx::shapes::Shape;
 use dfdx::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +29,7 @@ use super::config::TrainConfig;
 use super::optim::Sgd;
 use super::TrainError;
 use crate::activations::{Activation, ActivationKind};
-use crate::models::Classifier;
+use crate::models::{named_shaped_tensors, Classifier, NamedTensor};
 use crate::ops::{Backend, Elem};
 
 /// The `format` written in every checkpoint.
@@ -139,39 +138,12 @@ impl CheckpointMeta {
     }
 }
 
-type Named = (String, Vec<usize>, Vec<Elem>);
-
-struct Collect {
-    out: Vec<Named>,
-}
-
-impl<D: Backend> TensorVisitor<Elem, D> for Collect {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = D::Err;
-    type E2 = Elem;
-    type D2 = D;
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, Elem, D>,
-        (t, name): (&Tensor<S, Elem, D>, String),
-    ) -> Result<Option<Tensor<S, Elem, D>>, D::Err> {
-        self.out
-            .push((name, t.shape().concrete().into(), t.as_vec()));
-        Ok(None)
-    }
-}
-
 /// Every tensor of `model` with its name and shape, copied to the host.
 pub fn model_tensors<M: TensorCollection<Elem, D>, D: Backend>(
     model: &M,
-) -> Result<Vec<Named>, TrainError> {
-    let mut c = Collect { out: Vec::new() };
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut c,
-    })
-    .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))?;
-    Ok(c.out)
+) -> Result<Vec<NamedTensor>, TrainError> {
+    named_shaped_tensors(model)
+        .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))
 }
 
 struct Assign<'a> {

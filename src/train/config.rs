@@ -1,4 +1,4 @@
-//! Training configurations (docs/reproduction.md §Training; PAPER.md §3.1–§3.7): serde types
+//! Training configurations (PAPER.md §3.1–§3.7): serde types
 //! read from and written as TOML, every field validated with an error that names the field and
 //! the bad value, `--set key=value` overrides, and the presets of every experiment of the paper
 //! (`configs/presets/*.toml`, compiled in).
@@ -816,6 +816,18 @@ pub const PRESETS: &[(&str, &str)] = &[
 /// The TOML of a preset.
 pub fn preset_text(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The TOML of a preset, or the error that lists the presets.
+pub fn preset_or_error(name: &str) -> Result<&'static str, TrainError> {
+    preset_text(name).ok_or_else(|| TrainError::UnknownPreset {
+        name: name.to_string(),
+        known: PRESETS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// Every preset, parsed (name, configuration).

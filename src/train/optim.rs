@@ -1,4 +1,4 @@
-//! The paper's optimisation (docs/reproduction.md §Training; PAPER.md §3.1, §3.6, §1.4):
+//! The paper's optimisation (PAPER.md §3.1, §3.6, §1.4):
 //! PyTorch's `torch.optim.SGD` (Nesterov momentum 0.9, weight decay 5e-4 on every parameter, α
 //! and β included, one parameter group) with its momentum buffers kept by `state_dict` name so a
 //! checkpoint can hold them, the per-iteration cosine schedule with the official code's optional

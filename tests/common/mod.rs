@@ -314,3 +314,19 @@ pub fn global_avg_pool_ref(x: &[f64], b: usize, h: usize, w: usize, c: usize) ->
     y
 }
 pub mod tiny;
+
+/// The lines of a run's `metrics.jsonl` without their timings (what a resumed run must repeat).
+pub fn untimed_metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in ["seconds", "eval_seconds", "images_per_second"] {
+                o.remove(k);
+            }
+            v
+        })
+        .collect()
+}
