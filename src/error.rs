@@ -18,6 +18,12 @@ pub enum Error {
         name: String,
         activation: &'static str,
     },
+    /// An activation of one concrete type asked to be another (only `AnyActivation` changes kind).
+    #[error("the activation is {found}, not {expected} (only AnyActivation can change kind)")]
+    WrongActivation {
+        expected: &'static str,
+        found: &'static str,
+    },
     /// A NaN or infinity where finite values are required (parameters, losses, inputs).
     #[error("non-finite value in {what}")]
     NonFinite { what: String },

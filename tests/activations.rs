@@ -981,11 +981,12 @@ fn kinds_names_and_parameter_counts() {
         );
     }
 
-    // Associated constants agree with the kinds.
-    assert_eq!(<PreluPlus<Cpu> as Activation<Cpu>>::KIND, K::Pprelu);
-    assert_eq!(<PreluPlus<Cpu> as Activation<Cpu>>::NAME, "PReLU+");
-    assert_eq!(<Reblu<Cpu> as Activation<Cpu>>::KIND, K::Pblu);
-    assert_eq!(<Relu<Cpu> as Activation<Cpu>>::NAME, K::Relu.name());
+    // The modules report their kinds and names.
+    let dev = Cpu::default();
+    assert_eq!(PreluPlus::new(&dev).kind(), K::Pprelu);
+    assert_eq!(PreluPlus::new(&dev).name(), "PReLU+");
+    assert_eq!(Reblu::new(&dev).kind(), K::Pblu);
+    assert_eq!(Relu::new(&dev).name(), K::Relu.name());
     assert_eq!(ScalarActivation::initial(K::Pssilu).name(), "PSSiLU");
     assert_eq!(ScalarActivation::initial(K::PssiluFixed).beta, 0.3);
     assert_eq!(ScalarActivation::initial(K::Prelu).alpha, 0.0);
@@ -1158,4 +1159,96 @@ fn shape_grid_and_module_properties() {
     }
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<ScalarActivation>(&json).unwrap(), s);
+}
+
+/// `AnyActivation` as each kind computes the concrete module's numbers bit for bit (forward,
+/// ∂/∂x, ∂/∂α, ∂/∂β) at the paper's init and off it, reports the same parameters, and binds no
+/// tensor it lists as unused (those get no gradient).
+#[test]
+fn any_activation_is_each_concrete_activation() {
+    let dev = Cpu::default();
+    let ws = weights(XS.len(), 11);
+    for kind in ActivationKind::ALL {
+        let (a0, b0) = kind.initial_params();
+        with_module!(&dev, (kind, a0, b0), |act, _params| {
+            assert_eq!(
+                AnyActivation::new(&dev, kind).parameters(),
+                act.parameters(),
+                "{kind:?} starts at the paper's init"
+            );
+        });
+    }
+    for case in cases() {
+        let (kind, a, b) = case;
+        let mut any = AnyActivation::new(&dev, kind);
+        if kind.num_params() > 0 {
+            any.set_parameter("alpha", a).unwrap();
+        }
+        if matches!(kind, K::Pssilu | K::PssiluFixed) {
+            any.set_parameter("beta", b).unwrap();
+        }
+        let any_params: Vec<&Param> = match kind {
+            K::Pssilu => vec![&any.alpha, &any.beta],
+            k if k.num_params() > 0 => vec![&any.alpha],
+            _ => vec![],
+        };
+        let got = tape_gradients(&dev, &any, &any_params, &XS, &ws);
+        let y_any = any.forward(vector(&dev, &XS)).as_vec();
+        with_module!(&dev, case, |act, params| {
+            assert_eq!(
+                got,
+                tape_gradients(&dev, &act, &params, &XS, &ws),
+                "{case:?}"
+            );
+            assert_eq!(y_any, act.forward(vector(&dev, &XS)).as_vec(), "{case:?}");
+            assert_eq!(any.parameters(), act.parameters(), "{case:?}");
+            assert_eq!((any.kind(), any.name()), (act.kind(), act.name()));
+        });
+        let bound = any.pointwise_fn().1;
+        for (i, name) in ["alpha", "beta"].iter().enumerate() {
+            assert_eq!(
+                bound[i].is_none(),
+                any.unused_tensors().contains(name),
+                "{case:?}: `{name}` bound iff used"
+            );
+        }
+    }
+}
+
+/// Only `AnyActivation` changes kind: it becomes the paper's init of the new kind (frozen flags
+/// cleared), keeps everything for its own kind; a concrete module refuses another kind. dfdx's
+/// build gives ReLU.
+#[test]
+fn any_activation_changes_kind_and_concrete_ones_refuse() {
+    let dev = Cpu::default();
+    let mut any = AnyActivation::new(&dev, K::Pssilu);
+    any.set_parameter("beta", 0.25).unwrap();
+    any.freeze("alpha", 2.0).unwrap();
+    any.try_set_kind(K::Pssilu).unwrap();
+    assert_eq!(any.parameters(), vec![("alpha", 2.0), ("beta", 0.25)]);
+    assert_eq!(any.frozen(), vec![("alpha", 2.0)]);
+    any.try_set_kind(K::Prelu).unwrap();
+    assert_eq!(any.parameters(), vec![("alpha", 0.0)]);
+    assert!(any.frozen().is_empty());
+    assert!(matches!(
+        any.set_parameter("beta", 0.1),
+        Err(Error::UnknownParameter { .. })
+    ));
+    any.try_set_kind(K::PssiluFixed).unwrap();
+    assert_eq!(
+        any.parameters(),
+        vec![("alpha", 1.0), ("beta", PSSILU_FIXED_BETA_DEFAULT)]
+    );
+    assert!(any.set_parameter("beta", 1.0).is_err(), "fixed β < 1");
+
+    let mut relu = Relu::new(&dev);
+    relu.try_set_kind(K::Relu).unwrap();
+    let e = relu.try_set_kind(K::Pssilu).unwrap_err();
+    assert!(matches!(e, Error::WrongActivation { .. }), "{e}");
+    assert!(e.to_string().contains("ReLU") && e.to_string().contains("PSSiLU"));
+
+    let built = dev.build_module::<AnyActivation<Cpu>, f32>();
+    assert_eq!(built.kind(), K::Relu);
+    assert_eq!(built.unused_tensors(), &["alpha", "beta"]);
+    assert_eq!(names::<AnyActivation<Cpu>>(), vec!["alpha", "beta"]);
 }

@@ -137,6 +137,7 @@ fn pgd_linf_reaches_the_closed_form_on_a_linear_model() {
                 random_start,
                 clip_start: false,
                 seed: trial as u64,
+                official_l2: false,
             };
             let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
             // closed form: x′ᵢ = clamp(xᵢ − ε·sign(vᵢ), 0, 1), v = w_y − w_other
@@ -175,6 +176,7 @@ fn pgd_l2_reaches_the_closed_form_on_a_linear_model() {
             random_start: false,
             clip_start: true,
             seed: 0,
+            official_l2: false,
         };
         let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
         let w = m.w.as_vec();
@@ -212,6 +214,7 @@ fn every_attack_stays_in_the_ball_and_the_box() {
                 random_start: rng.gen_bool(0.7),
                 clip_start: rng.gen_bool(0.5),
                 seed: trial,
+                official_l2: rng.gen_bool(0.5),
             };
             let adv = pgd(&mut m, &x, &labels, &cfg).unwrap();
             let (d, in_box) = budget(&x, &adv, norm);
@@ -223,6 +226,7 @@ fn every_attack_stays_in_the_ball_and_the_box() {
                 step_size: cfg.step_size,
                 steps: cfg.steps,
                 seed: trial,
+                official_l2: cfg.official_l2,
                 ..TradesConfig::paper()
             };
             let adv = trades_adversary(&mut m, &x, &t).unwrap();
@@ -562,4 +566,66 @@ fn square_p_schedule_matches_the_reference() {
     assert_eq!(at(8001), 0.8 / 512.0);
     // rescaled: with 5,000 queries iteration 6 is iteration 12 of the 10,000 schedule
     assert_eq!(p_selection(0.8, 6, 5000), 0.4);
+}
+
+/// The paper's ℓ2 steps (`utils_adv.py`): where the gradient is exactly zero (a linear model with
+/// zero weights) torchattacks' step leaves the image where it is, the official step moves it
+/// along N(0, I) (10 steps of 0.075·‖z‖ ≈ 0.2 here), reproducibly from the seed, inside the
+/// ball and the box. The same for TRADES' official steps.
+#[test]
+fn official_l2_steps_move_zero_gradient_images() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut m = Linear::<2>::random(&mut rng);
+    m.w = Cpu::default().zeros();
+    let x = batch(&mut rng, 5, 0.3, 0.7);
+    let labels = vec![0, 1, 0, 1, 1];
+    let mut cfg = PgdConfig {
+        random_start: false,
+        ..PgdConfig::paper_l2()
+    };
+    let still = pgd(&mut m, &x, &labels, &cfg).unwrap();
+    assert_eq!(still.as_vec(), x.as_vec(), "zero gradient, no step");
+    cfg.official_l2 = true;
+    let moved = pgd(&mut m, &x, &labels, &cfg).unwrap();
+    let per_image = |adv: &X| -> Vec<f64> {
+        x.as_vec()
+            .chunks(P)
+            .zip(adv.as_vec().chunks(P))
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| ((b - a) as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect()
+    };
+    let (worst, in_box) = budget(&x, &moved, Norm::L2);
+    assert!(in_box && worst <= cfg.eps * (1.0 + 1e-5), "{worst}");
+    assert!(per_image(&moved).iter().all(|d| *d > 0.2), "moved");
+    assert_eq!(
+        pgd(&mut m, &x, &labels, &cfg).unwrap().as_vec(),
+        moved.as_vec()
+    );
+    cfg.seed = 1;
+    assert_ne!(
+        pgd(&mut m, &x, &labels, &cfg).unwrap().as_vec(),
+        moved.as_vec()
+    );
+
+    let mut t = TradesConfig {
+        norm: Norm::L2,
+        eps: 0.5,
+        ..TradesConfig::paper()
+    };
+    let small = per_image(&trades_adversary(&mut m, &x, &t).unwrap());
+    assert!(
+        small.iter().all(|d| *d < 0.01),
+        "only the 0.001·N start: {small:?}"
+    );
+    t.official_l2 = true;
+    let adv = trades_adversary(&mut m, &x, &t).unwrap();
+    let (d, in_box) = budget(&x, &adv, Norm::L2);
+    assert!(in_box && d <= t.eps * (1.0 + 1e-5), "{d}");
+    assert!(per_image(&adv).iter().all(|d| *d > 0.4), "moved");
 }

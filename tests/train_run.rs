@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dfdx::prelude::*;
-use robust_paf::activations::{Activation, Prelu, Pssilu, Relu};
+use robust_paf::activations::{Activation, ActivationKind, AnyActivation, Prelu, Pssilu, Relu};
 use robust_paf::data::FashionMnist;
-use robust_paf::models::{named_tensors, SmallCnn, WideResNet16x1};
+use robust_paf::models::{named_tensors, state_tensors, Classifier, SmallCnn, WideResNet16x1};
 use robust_paf::progress::{Progress, Silent};
 use robust_paf::train::checkpoint::{read_checkpoint, save_checkpoint, CheckpointMeta};
 use robust_paf::train::config::PRESETS;
@@ -460,4 +460,85 @@ trainers = ["standard", "pgd-at"]
     }
     assert!(Shard::parse("3/3").is_err() && Shard::parse("x").is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The CLI's models hold an `AnyActivation`: training one is training the concrete type (same
+/// metrics.jsonl, weights and checkpoint tensors), checkpoints move between the two both ways, and
+/// the tensors a kind does not use are neither trained nor saved (a ReLU file has no
+/// `activation.*` tensor, so it loads into a `Relu` model).
+#[test]
+fn any_activation_models_train_and_checkpoint_like_concrete_ones() {
+    let d = data(200);
+    let short = [
+        "optim.epochs=1",
+        "data.batch_size=50",
+        "eval.n_examples=50",
+        "eval.batch_size=50",
+        "trainer.steps=2",
+    ];
+    let cfg = config("quick-pgd-at", "pssilu2", &short);
+    let (a_dir, b_dir) = (tmp("concrete"), tmp("any"));
+    let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
+    let a = train(&cfg, m, &dev, &d, &a_dir, RunMode::Fresh, &mut Silent).unwrap();
+    let (m, dev) = tiny::<AnyActivation<Dev>>(cfg.seed); // ReLU until `train` sets PSSiLU
+    let b = train(&cfg, m, &dev, &d, &b_dir, RunMode::Fresh, &mut Silent).unwrap();
+    assert_eq!(b.model.activation().kind(), ActivationKind::Pssilu);
+    assert_eq!(
+        common::untimed_metrics(&a_dir),
+        common::untimed_metrics(&b_dir)
+    );
+    assert_eq!(
+        named_tensors(&a.model).unwrap(),
+        named_tensors(&b.model).unwrap()
+    );
+    let ca = read_checkpoint(&a_dir.join(LAST_FILE)).unwrap();
+    let cb = read_checkpoint(&b_dir.join(LAST_FILE)).unwrap();
+    assert_eq!(ca.tensors, cb.tensors, "same tensors, momentum included");
+
+    let (mut any, _) = tiny::<AnyActivation<Dev>>(1);
+    ca.apply(&mut any, None).unwrap();
+    assert_eq!(any.activation().kind(), ActivationKind::Pssilu);
+    assert_eq!(
+        named_tensors(&any).unwrap(),
+        named_tensors(&a.model).unwrap()
+    );
+    let (mut concrete, _) = tiny::<Pssilu<Dev>>(2);
+    cb.apply(&mut concrete, None).unwrap();
+    assert_eq!(
+        named_tensors(&concrete).unwrap(),
+        named_tensors(&b.model).unwrap()
+    );
+
+    // ReLU: alpha/beta stay at their build values and are not in the checkpoint
+    let relu_cfg = config("quick-pgd-at", "relu", &short);
+    let c_dir = tmp("any-relu");
+    let (m, dev) = tiny::<AnyActivation<Dev>>(relu_cfg.seed);
+    let (alpha0, beta0) = (m.activation.alpha.as_vec(), m.activation.beta.as_vec());
+    let c = train(&relu_cfg, m, &dev, &d, &c_dir, RunMode::Fresh, &mut Silent).unwrap();
+    assert_eq!(
+        c.model.activation.alpha.as_vec(),
+        alpha0,
+        "not weight-decayed"
+    );
+    assert_eq!(c.model.activation.beta.as_vec(), beta0);
+    let cc = read_checkpoint(&c_dir.join(LAST_FILE)).unwrap();
+    assert!(
+        cc.tensors.keys().all(|k| !k.contains("activation.")),
+        "{:?}",
+        cc.tensors
+            .keys()
+            .filter(|k| k.contains("activation"))
+            .collect::<Vec<_>>()
+    );
+    let (mut relu, _) = tiny::<Relu<Dev>>(4);
+    cc.apply(&mut relu, None).unwrap();
+    assert_eq!(
+        state_tensors(&relu).unwrap(),
+        state_tensors(&c.model).unwrap()
+    );
+    let e = cc.apply(&mut concrete, None).unwrap_err();
+    assert!(matches!(e, TrainError::CheckpointMismatch { .. }), "{e}");
+    for dir in [a_dir, b_dir, c_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -12,13 +12,16 @@
 //! pass backward, numerically stable for |x| up to 1e4.
 //!
 //! Layout: `functions` holds the scalar math (f32 kernels and f64 analysis share it),
-//! `modules` the twelve module structs ([`Relu`] ... [`Pssilu`]), [`shape`] the shape analysis
+//! `modules` the twelve module structs ([`Relu`] ... [`Pssilu`]), `any` [`AnyActivation`] (any of
+//! them, chosen at run time: one compiled model for all twelve), [`shape`] the shape analysis
 //! of §1.3. Everything is re-exported here and in [`prelude`].
 
+mod any;
 mod functions;
 mod modules;
 pub mod shape;
 
+pub use any::AnyActivation;
 pub use functions::PafFn;
 pub use modules::{
     Elu, Pelu, Prelu, PreluPlus, Psilu, Psoftplus, Pssilu, PssiluFixed, Reblu, Relu, Silu,
@@ -30,8 +33,8 @@ pub use modules::{
 pub mod prelude {
     pub use super::shape::{properties_of, ShapeGrid, ShapeProperties};
     pub use super::{
-        Activation, ActivationKind, Elu, Pelu, Prelu, PreluPlus, Psilu, Psoftplus, Pssilu,
-        PssiluFixed, Reblu, Relu, ScalarActivation, Silu, Softplus,
+        Activation, ActivationKind, AnyActivation, Elu, Pelu, Prelu, PreluPlus, Psilu, Psoftplus,
+        Pssilu, PssiluFixed, Reblu, Relu, ScalarActivation, Silu, Softplus,
     };
 }
 
@@ -180,10 +183,34 @@ pub type BoundActivation<'a, D> = (PafFn, [Option<&'a Tensor<Rank1<1>, Elem, D>>
 
 /// A (possibly parametric) activation function shared by a whole network.
 pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::Debug {
-    /// The paper's name ("PSSiLU", "PReLU+", ...).
-    const NAME: &'static str;
     /// Which activation this is.
-    const KIND: ActivationKind;
+    fn kind(&self) -> ActivationKind;
+
+    /// The paper's name ("PSSiLU", "PReLU+", ...).
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Makes this activation `kind`. A concrete type ([`Pssilu`], ...) is its own kind only: `Ok`
+    /// (nothing changes) for it, [`Error::WrongActivation`] otherwise. [`AnyActivation`] becomes
+    /// the paper's initial `kind`.
+    fn try_set_kind(&mut self, kind: ActivationKind) -> Result<(), Error> {
+        if kind == self.kind() {
+            Ok(())
+        } else {
+            Err(Error::WrongActivation {
+                expected: kind.name(),
+                found: self.name(),
+            })
+        }
+    }
+
+    /// Names of this module's tensors the current kind does not use (they get no gradient; the
+    /// trainer neither updates nor saves them): empty for the concrete types, see
+    /// [`AnyActivation`].
+    fn unused_tensors(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Applies the activation element-wise; learnable, non-frozen parameters get their gradient
     /// (summed over every element) on `x`'s tape.
@@ -224,7 +251,7 @@ pub trait Activation<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
             .map(|(_, v)| v)
             .ok_or_else(|| Error::UnknownParameter {
                 name: name.to_string(),
-                activation: Self::NAME,
+                activation: self.name(),
             })
     }
 

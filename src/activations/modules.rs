@@ -96,8 +96,8 @@ fn check_value(kind: ActivationKind, i: usize, v: f64) -> Result<(), Error> {
 }
 
 /// Uniform access to the parameter slots of the parametric modules (0 = α, 1 = β).
-trait Slots<D: Backend> {
-    const SLOT_KIND: ActivationKind;
+pub(super) trait Slots<D: Backend> {
+    fn slot_kind(&self) -> ActivationKind;
     fn tensor(&self, i: usize) -> Option<&Param<D>>;
     fn tensor_mut(&mut self, i: usize) -> Option<&mut Param<D>>;
     fn frozen_slots(&self) -> &[Option<f64>; 2];
@@ -134,18 +134,18 @@ fn current<D: Backend, A: Slots<D>>(a: &A, i: usize) -> f64 {
     }
 }
 
-fn scalar_impl<D: Backend, A: Slots<D>>(a: &A) -> ScalarActivation {
-    let n = num_slots(A::SLOT_KIND);
+pub(super) fn scalar_impl<D: Backend, A: Slots<D>>(a: &A) -> ScalarActivation {
+    let n = num_slots(a.slot_kind());
     let alpha = if n > 0 { current(a, 0) } else { 0.0 };
     let beta = if n > 1 { current(a, 1) } else { 0.0 };
     ScalarActivation {
-        kind: A::SLOT_KIND,
+        kind: a.slot_kind(),
         alpha,
         beta,
     }
 }
 
-fn forward_impl<D: Backend, A: Slots<D>, S: Shape, T: Tape<Elem, D>>(
+pub(super) fn forward_impl<D: Backend, A: Slots<D>, S: Shape, T: Tape<Elem, D>>(
     a: &A,
     x: Tensor<S, Elem, D, T>,
 ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
@@ -154,7 +154,7 @@ fn forward_impl<D: Backend, A: Slots<D>, S: Shape, T: Tape<Elem, D>>(
 }
 
 #[allow(clippy::type_complexity)]
-fn pointwise_fn_impl<D: Backend, A: Slots<D>>(
+pub(super) fn pointwise_fn_impl<D: Backend, A: Slots<D>>(
     a: &A,
 ) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]) {
     let s = scalar_impl(a);
@@ -174,8 +174,8 @@ fn pointwise_fn_impl<D: Backend, A: Slots<D>>(
     (f, [p(0), p(1)])
 }
 
-fn parameters_impl<D: Backend, A: Slots<D>>(a: &A) -> Vec<(&'static str, f64)> {
-    (0..num_slots(A::SLOT_KIND))
+pub(super) fn parameters_impl<D: Backend, A: Slots<D>>(a: &A) -> Vec<(&'static str, f64)> {
+    (0..num_slots(a.slot_kind()))
         .map(|i| (NAMES[i], current(a, i)))
         .collect()
 }
@@ -188,9 +188,13 @@ fn write<D: Backend, A: Slots<D>>(a: &mut A, i: usize, v: f64) {
     }
 }
 
-fn set_parameter_impl<D: Backend, A: Slots<D>>(a: &mut A, name: &str, v: f64) -> Result<(), Error> {
-    let i = slot_index(A::SLOT_KIND, name)?;
-    check_value(A::SLOT_KIND, i, v)?;
+pub(super) fn set_parameter_impl<D: Backend, A: Slots<D>>(
+    a: &mut A,
+    name: &str,
+    v: f64,
+) -> Result<(), Error> {
+    let i = slot_index(a.slot_kind(), name)?;
+    check_value(a.slot_kind(), i, v)?;
     write(a, i, v);
     if a.frozen_slots()[i].is_some() {
         a.frozen_slots_mut()[i] = Some(v);
@@ -198,26 +202,30 @@ fn set_parameter_impl<D: Backend, A: Slots<D>>(a: &mut A, name: &str, v: f64) ->
     Ok(())
 }
 
-fn freeze_impl<D: Backend, A: Slots<D>>(a: &mut A, name: &str, v: f64) -> Result<(), Error> {
-    let i = slot_index(A::SLOT_KIND, name)?;
-    check_value(A::SLOT_KIND, i, v)?;
+pub(super) fn freeze_impl<D: Backend, A: Slots<D>>(
+    a: &mut A,
+    name: &str,
+    v: f64,
+) -> Result<(), Error> {
+    let i = slot_index(a.slot_kind(), name)?;
+    check_value(a.slot_kind(), i, v)?;
     write(a, i, v);
     a.frozen_slots_mut()[i] = Some(v);
     Ok(())
 }
 
-fn unfreeze_impl<D: Backend, A: Slots<D>>(a: &mut A, name: &str) -> Result<(), Error> {
-    let i = slot_index(A::SLOT_KIND, name)?;
+pub(super) fn unfreeze_impl<D: Backend, A: Slots<D>>(a: &mut A, name: &str) -> Result<(), Error> {
+    let i = slot_index(a.slot_kind(), name)?;
     a.frozen_slots_mut()[i] = None;
     Ok(())
 }
 
-fn frozen_impl<D: Backend, A: Slots<D>>(a: &A) -> Vec<(&'static str, f64)> {
+pub(super) fn frozen_impl<D: Backend, A: Slots<D>>(a: &A) -> Vec<(&'static str, f64)> {
     let f = a.frozen_slots();
     (0..2).filter_map(|i| f[i].map(|v| (NAMES[i], v))).collect()
 }
 
-fn restore_frozen_impl<D: Backend, A: Slots<D>>(a: &mut A) {
+pub(super) fn restore_frozen_impl<D: Backend, A: Slots<D>>(a: &mut A) {
     let f = *a.frozen_slots();
     for (i, v) in f.iter().enumerate() {
         if let (Some(v), Some(t)) = (v, a.tensor_mut(i)) {
@@ -226,17 +234,17 @@ fn restore_frozen_impl<D: Backend, A: Slots<D>>(a: &mut A) {
     }
 }
 
-fn validate_impl<D: Backend, A: Slots<D>>(a: &A) -> Result<(), Error> {
-    for i in 0..num_slots(A::SLOT_KIND) {
+pub(super) fn validate_impl<D: Backend, A: Slots<D>>(a: &A) -> Result<(), Error> {
+    for i in 0..num_slots(a.slot_kind()) {
         if let Some(t) = a.tensor(i) {
-            check_value(A::SLOT_KIND, i, read(t))?;
+            check_value(a.slot_kind(), i, read(t))?;
         }
         if let Some(v) = a.frozen_slots()[i] {
-            check_value(A::SLOT_KIND, i, v)?;
+            check_value(a.slot_kind(), i, v)?;
         }
     }
     if let Some(b) = a.fixed_beta() {
-        check_value(A::SLOT_KIND, 1, b)?;
+        check_value(a.slot_kind(), 1, b)?;
     }
     Ok(())
 }
@@ -245,8 +253,9 @@ fn validate_impl<D: Backend, A: Slots<D>>(a: &A) -> Result<(), Error> {
 macro_rules! activation_via_slots {
     ($name:ident, $kind:ident, $paper:literal) => {
         impl<D: Backend> Activation<D> for $name<D> {
-            const NAME: &'static str = $paper;
-            const KIND: ActivationKind = ActivationKind::$kind;
+            fn kind(&self) -> ActivationKind {
+                ActivationKind::$kind
+            }
 
             fn try_forward<S: Shape, T: Tape<Elem, D>>(
                 &self,
@@ -347,8 +356,9 @@ macro_rules! plain_activation {
         }
 
         impl<D: Backend> Activation<D> for $name<D> {
-            const NAME: &'static str = $paper;
-            const KIND: ActivationKind = ActivationKind::$kind;
+            fn kind(&self) -> ActivationKind {
+                ActivationKind::$kind
+            }
 
             fn try_forward<S: Shape, T: Tape<Elem, D>>(
                 &self,
@@ -464,7 +474,9 @@ macro_rules! alpha_activation {
         }
 
         impl<D: Backend> Slots<D> for $name<D> {
-            const SLOT_KIND: ActivationKind = ActivationKind::$kind;
+            fn slot_kind(&self) -> ActivationKind {
+                ActivationKind::$kind
+            }
             fn tensor(&self, i: usize) -> Option<&Param<D>> {
                 (i == 0).then_some(&self.alpha)
             }
@@ -600,7 +612,9 @@ impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for PssiluFixed<D, E> {
 }
 
 impl<D: Backend> Slots<D> for PssiluFixed<D> {
-    const SLOT_KIND: ActivationKind = ActivationKind::PssiluFixed;
+    fn slot_kind(&self) -> ActivationKind {
+        ActivationKind::PssiluFixed
+    }
     fn tensor(&self, i: usize) -> Option<&Param<D>> {
         (i == 0).then_some(&self.alpha)
     }
@@ -706,7 +720,9 @@ impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for Pssilu<D, E> {
 }
 
 impl<D: Backend> Slots<D> for Pssilu<D> {
-    const SLOT_KIND: ActivationKind = ActivationKind::Pssilu;
+    fn slot_kind(&self) -> ActivationKind {
+        ActivationKind::Pssilu
+    }
     fn tensor(&self, i: usize) -> Option<&Param<D>> {
         match i {
             0 => Some(&self.alpha),

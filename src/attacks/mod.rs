@@ -316,10 +316,48 @@ pub fn logits_of<M: AttackModel<D>, D: Backend>(
     Ok(m.attack_logits(xt).map_err(device_err)?.as_vec())
 }
 
+/// The paper's ℓ2 steps (`utils_adv.py`, PAPER.md §3.3/§3.4) where they differ from
+/// torchattacks': an image whose gradient is exactly zero steps along `N(0, I)` (not normalised)
+/// instead of staying put — `grad[norms == 0] = randn_like(...)` — and, for TRADES, the step is
+/// projected onto `[0, 1]` before the ε-ball (`clamp_`, then `renorm_`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct OfficialL2 {
+    /// Seed of the zero-gradient noise (mixed with the step index).
+    pub seed: u64,
+    /// Project onto `[0, 1]` before the ε-ball (TRADES) instead of after (PGD).
+    pub box_first: bool,
+}
+
+/// The ℓ2 step direction `∇/‖∇‖₂` per image; with `official`, images with `‖∇‖ = 0` get
+/// `N(0, I)` noise instead of zero.
+fn l2_direction<H: ConstDim, W: ConstDim, C: ConstDim, D: Backend>(
+    g: Img<H, W, C, D>,
+    official: Option<(u64, usize)>,
+) -> Result<Img<H, W, C, D>, D::Err> {
+    let Some((seed, k)) = official else {
+        return l2_normalise(g);
+    };
+    let norms = l2_norms(&g)?.as_vec();
+    let unit = l2_normalise(g)?;
+    if norms.iter().all(|&v| v != 0.0) {
+        return Ok(unit);
+    }
+    let shape = *unit.shape();
+    let dev = unit.device().clone();
+    let stream = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k as u64 + 1);
+    let noise = Noise::new(seed ^ stream).normal(&dev, shape);
+    let mask: Vec<Elem> = norms
+        .iter()
+        .map(|&v| if v == 0.0 { 1.0 } else { 0.0 })
+        .collect();
+    let mask = dev.tensor_from_vec(mask, (shape.0,));
+    unit.try_add(noise.try_mul(mask.try_broadcast_like(&shape)?)?)
+}
+
 /// `steps` ascent steps on the cross-entropy of `m(adv)` against `target` (one-hot labels, or the
 /// clean softmax for TRADES), each followed by the projection onto the ε-ball around `x` and
-/// `[0, 1]`: ℓ∞ steps along `sign(∇)`, ℓ2 along `∇/‖∇‖₂`, of length `step`. The result is
-/// projected even when `steps` is 0.
+/// `[0, 1]`: ℓ∞ steps along `sign(∇)`, ℓ2 along `∇/‖∇‖₂` (with `official`: see [`OfficialL2`]),
+/// of length `step`. The result is projected even when `steps` is 0.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ascend<M: AttackModel<D>, D: Backend>(
     m: &M,
@@ -330,11 +368,12 @@ pub(crate) fn ascend<M: AttackModel<D>, D: Backend>(
     step: f32,
     eps: f32,
     steps: usize,
+    official: Option<OfficialL2>,
 ) -> Result<Images<M, D>, Error> {
     use dfdx::losses::cross_entropy_with_logits_loss;
     use dfdx::tensor::Trace;
     use dfdx::tensor_ops::Backward;
-    for _ in 0..steps {
+    for k in 0..steps {
         let logits = m.attack_logits(adv.leaky_trace()).map_err(device_err)?;
         let grads = cross_entropy_with_logits_loss(logits, target.clone())
             .try_backward()
@@ -342,12 +381,16 @@ pub(crate) fn ascend<M: AttackModel<D>, D: Backend>(
         let g = grads.get(&adv);
         let stepped = match norm {
             Norm::Linf => sign(g).map_err(device_err)?,
-            Norm::L2 => l2_normalise(g).map_err(device_err)?,
+            Norm::L2 => l2_direction(g, official.map(|o| (o.seed, k))).map_err(device_err)?,
         }
         .try_mul(step)
         .map_err(device_err)?;
-        adv =
-            project(x, adv.try_add(stepped).map_err(device_err)?, norm, eps).map_err(device_err)?;
+        let mut moved = adv.try_add(stepped).map_err(device_err)?;
+        if norm == Norm::L2 && official.is_some_and(|o| o.box_first) {
+            // x + δ in [0, 1] first; scaling δ down towards 0 keeps it there
+            moved = moved.try_clamp(0.0, 1.0).map_err(device_err)?;
+        }
+        adv = project(x, moved, norm, eps).map_err(device_err)?;
     }
     project(x, adv, norm, eps).map_err(device_err)
 }

@@ -7,13 +7,18 @@
 //! before the first gradient (`clip_start = false` in [`PgdConfig::paper`]); set
 //! `clip_start = true` for torchattacks' behaviour. The model runs in evaluation mode; its mode is
 //! restored afterwards. The output always lies in the ε-ball and in `[0, 1]`.
+//!
+//! `official_l2` switches the ℓ2 steps to the paper's `pgd_whitebox`: an image whose gradient is
+//! exactly zero steps along `N(0, I)` (the code's `randn_like` fallback) instead of staying put.
+//! The paper's ℓ2 start (U(−1, 1) renormed to ε) is drawn by the trainer
+//! (`train::step::draw_start`) and given to [`pgd_from`].
 
 use dfdx::shapes::{ConstDim, HasShape};
 use dfdx::tensor_ops::{BroadcastTo, TryAdd, TryMul};
 
 use super::{
     ascend, check_budget, check_labels, device_err, in_eval_mode, l2_normalise, one_hot,
-    AttackModel, Images, Noise, Norm,
+    AttackModel, Images, Noise, Norm, OfficialL2,
 };
 use crate::ops::Backend;
 use crate::Error;
@@ -32,8 +37,13 @@ pub struct PgdConfig {
     pub random_start: bool,
     /// Clamp the random start to `[0, 1]` before the first step (the paper's code does not).
     pub clip_start: bool,
-    /// Seed of the random start.
+    /// Seed of the random start (and of the zero-gradient noise of `official_l2`).
     pub seed: u64,
+    /// ℓ2 only, the paper's `pgd_whitebox`: an image whose gradient is exactly zero steps along
+    /// `N(0, I)` instead of staying put (torchattacks, the default). The trainer turns it on
+    /// (`trainer.official_l2`).
+    #[serde(default)]
+    pub official_l2: bool,
 }
 
 impl PgdConfig {
@@ -47,6 +57,7 @@ impl PgdConfig {
             random_start: true,
             clip_start: false,
             seed: 0,
+            official_l2: false,
         }
     }
     /// The paper's ℓ2 settings (§3.7): ε 0.5, step 0.075, 10 steps; start clamped (torchattacks).
@@ -59,6 +70,7 @@ impl PgdConfig {
             random_start: true,
             clip_start: true,
             seed: 0,
+            official_l2: false,
         }
     }
     /// Errors on a negative or non-finite ε or step.
@@ -134,7 +146,11 @@ pub fn pgd_from<M: AttackModel<D>, D: Backend>(
     }
     // a start that is never stepped is still projected: a valid adversarial example
     in_eval_mode(model, |m| {
-        ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps)
+        let official = cfg.official_l2.then_some(OfficialL2 {
+            seed: cfg.seed,
+            box_first: false,
+        });
+        ascend(m, x, adv, &y, cfg.norm, alpha, eps, cfg.steps, official)
     })
 }
 
@@ -157,6 +173,7 @@ pub fn fgsm<M: AttackModel<D>, D: Backend>(
             random_start: false,
             clip_start: true,
             seed: 0,
+            official_l2: false,
         },
     )
 }

@@ -4,11 +4,18 @@
 //! `[0, 1]` after each. The clean distribution is a constant during the attack, so the
 //! soft-target cross-entropy `−Σ p_clean · log_softmax(f(x_adv))`, which differs from the KL by
 //! the entropy of `p_clean`, has the same gradient and no `0·log 0`.
+//!
+//! `official_l2` switches the ℓ2 steps to the paper's `trades_loss`: zero-gradient images step
+//! along `N(0, I)`, and each step is projected onto `[0, 1]` before the ε-ball (the code's
+//! `clamp_` then `renorm_`; by default the ball comes first, then the box). The official step is
+//! an SGD step on `−KL`, i.e. `δ + (2ε/steps)·∇KL/‖∇KL‖`, as here.
 
 use dfdx::shapes::HasShape;
 use dfdx::tensor_ops::{TryAdd, TryMul};
 
-use super::{ascend, check_budget, device_err, in_eval_mode, AttackModel, Images, Noise, Norm};
+use super::{
+    ascend, check_budget, device_err, in_eval_mode, AttackModel, Images, Noise, Norm, OfficialL2,
+};
 use crate::ops::Backend;
 use crate::Error;
 
@@ -24,7 +31,13 @@ pub struct TradesConfig {
     pub start_std: f64,
     /// β of the TRADES loss `CE + β·KL` (6.0 in every config of the paper).
     pub beta: f64,
+    /// Seed of the start (and of the zero-gradient noise of `official_l2`).
     pub seed: u64,
+    /// ℓ2 only, the paper's `trades_loss`: zero-gradient images step along `N(0, I)`, and each
+    /// step is projected onto `[0, 1]` before the ε-ball. Off by default; the trainer turns it on
+    /// (`trainer.official_l2`).
+    #[serde(default)]
+    pub official_l2: bool,
 }
 
 impl TradesConfig {
@@ -38,6 +51,7 @@ impl TradesConfig {
             start_std: 0.001,
             beta: 6.0,
             seed: 0,
+            official_l2: false,
         }
     }
     /// Errors on negative or non-finite settings.
@@ -90,6 +104,12 @@ pub fn trades_adversary_from<M: AttackModel<D>, D: Backend>(
             .try_softmax::<dfdx::shapes::Axis<1>>()
             .map_err(device_err)?;
         let adv = x.clone().try_add(delta0.clone()).map_err(device_err)?;
-        ascend(m, x, adv, &p_clean, cfg.norm, step, eps, cfg.steps)
+        let official = cfg.official_l2.then_some(OfficialL2 {
+            seed: cfg.seed,
+            box_first: true,
+        });
+        ascend(
+            m, x, adv, &p_clean, cfg.norm, step, eps, cfg.steps, official,
+        )
     })
 }

@@ -265,11 +265,7 @@ fn train_on(
     mode: RunMode,
     progress: &mut dyn Progress,
 ) -> Result<robust_paf::train::RunSummary, TrainError> {
-    let (arch, act, classes) = (
-        cfg.model.arch,
-        cfg.model.activation,
-        cfg.data.dataset.classes(),
-    );
+    let (arch, classes) = (cfg.model.arch, cfg.data.dataset.classes());
     match device {
         DeviceArg::Cpu => {
             let dev = Cpu::seed_from_u64(cfg.seed);
@@ -281,7 +277,7 @@ fn train_on(
                 dev,
                 progress,
             };
-            with_model::<Cpu, _>(arch, act, classes, job)?
+            with_model::<Cpu, _>(arch, classes, job)?
         }
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
@@ -296,11 +292,11 @@ fn train_on(
                     dev,
                     progress,
                 };
-                with_model::<dfdx::tensor::Cuda, _>(arch, act, classes, job)?
+                with_model::<dfdx::tensor::Cuda, _>(arch, classes, job)?
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (data, dir, mode, progress, arch, act, classes);
+                let _ = (data, dir, mode, progress, arch, classes);
                 Err(device_error(
                     "this build has no CUDA support (rebuild with --features cuda)",
                 ))
@@ -433,11 +429,7 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
             reason: "must be at least 1".into(),
         });
     }
-    let (arch, act, classes) = (
-        cfg.model.arch,
-        cfg.model.activation,
-        cfg.data.dataset.classes(),
-    );
+    let (arch, classes) = (cfg.model.arch, cfg.data.dataset.classes());
     let report = match a.device {
         DeviceArg::Cpu => {
             let job = EvalJob {
@@ -446,7 +438,7 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
                 cfg: eval_cfg,
                 dev: Cpu::seed_from_u64(a.seed),
             };
-            with_model::<Cpu, _>(arch, act, classes, job)??
+            with_model::<Cpu, _>(arch, classes, job)??
         }
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
@@ -459,11 +451,11 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
                     cfg: eval_cfg,
                     dev,
                 };
-                with_model::<dfdx::tensor::Cuda, _>(arch, act, classes, job)??
+                with_model::<dfdx::tensor::Cuda, _>(arch, classes, job)??
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (eval_cfg, arch, act, classes);
+                let _ = (eval_cfg, arch, classes);
                 return Err(device_error(
                     "this build has no CUDA support (rebuild with --features cuda)",
                 ));

@@ -223,6 +223,7 @@ pub fn empirical_lipschitz<M: AttackModel<D>, D: Backend>(
         random_start: false,
         clip_start: true,
         seed: 0,
+        official_l2: false,
     };
     let mut total = 0.0;
     for (c, y) in labels.chunks(batch_size).enumerate() {

@@ -20,7 +20,10 @@ pub mod small_cnn;
 pub mod tensors;
 pub mod vgg;
 
-pub use tensors::{named_gradients, named_shaped_tensors, named_tensors, NamedTensor};
+pub use tensors::{
+    named_gradients, named_shaped_tensors, named_tensors, state_tensors, NamedTensor,
+    ACTIVATION_PREFIX,
+};
 
 pub use small_cnn::SmallCnn;
 pub use vgg::Vgg16Bn;

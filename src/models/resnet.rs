@@ -273,7 +273,7 @@ macro_rules! resnet18_model {
             type Channels = Const<3>;
             type Classes = Const<NC>;
             fn architecture(&self) -> String {
-                format!("{}-{}", $arch, A::NAME)
+                format!("{}-{}", $arch, self.activation.name())
             }
             fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
                 &self,

@@ -93,7 +93,7 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for SmallCnn<A
     type Channels = Const<3>;
     type Classes = Const<NC>;
     fn architecture(&self) -> String {
-        format!("SmallCNN-{}", A::NAME)
+        format!("SmallCNN-{}", self.activation.name())
     }
     fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
         &self,

@@ -83,3 +83,25 @@ pub fn named_gradients<M: TensorCollection<Elem, D>, D: Device<Elem>>(
         .map(|(n, _, v)| (n, v))
         .collect())
 }
+
+/// The `state_dict` prefix of the shared activation's tensors in every model of the crate.
+pub const ACTIVATION_PREFIX: &str = "activation.";
+
+/// What a checkpoint or a PyTorch `state_dict` of `model` holds: `(name, shape, values)` of every
+/// tensor except the activation's [`Activation::unused_tensors`] (an
+/// [`AnyActivation`](crate::activations::AnyActivation) as ReLU has no `activation.alpha`).
+///
+/// [`Activation::unused_tensors`]: crate::activations::Activation::unused_tensors
+pub fn state_tensors<M: crate::models::Classifier<D>, D: crate::ops::Backend>(
+    model: &M,
+) -> Result<Vec<NamedTensor>, D::Err> {
+    use crate::activations::Activation;
+    let unused = model.activation().unused_tensors();
+    let mut all = walk(model, None)?;
+    all.retain(|(name, _, _)| {
+        !name
+            .strip_prefix(ACTIVATION_PREFIX)
+            .is_some_and(|n| unused.contains(&n))
+    });
+    Ok(all)
+}

@@ -182,7 +182,7 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
     type Channels = Const<3>;
     type Classes = Const<NC>;
     fn architecture(&self) -> String {
-        format!("VGG-16-BN-{}", A::NAME)
+        format!("VGG-16-BN-{}", self.activation.name())
     }
     fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
         &self,

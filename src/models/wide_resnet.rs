@@ -336,7 +336,12 @@ impl<
     type Channels = Const<3>;
     type Classes = Const<NC>;
     fn architecture(&self) -> String {
-        format!("WideResNet-{}-{}-{}", 6 * N + 4, W1 / 16, A::NAME)
+        format!(
+            "WideResNet-{}-{}-{}",
+            6 * N + 4,
+            W1 / 16,
+            self.activation.name()
+        )
     }
     fn try_init_paper(&mut self) -> Result<(), D::Err> {
         self.fc.bias.try_fill_with_zeros()

@@ -18,9 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dfdx::nn::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-};
+use dfdx::nn::{RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName};
 use dfdx::shapes::Shape;
 use dfdx::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -29,7 +27,7 @@ use super::config::TrainConfig;
 use super::optim::Sgd;
 use super::TrainError;
 use crate::activations::{Activation, ActivationKind};
-use crate::models::{named_shaped_tensors, Classifier, NamedTensor};
+use crate::models::{state_tensors, Classifier, NamedTensor};
 use crate::ops::{Backend, Elem};
 
 /// The `format` written in every checkpoint.
@@ -113,7 +111,7 @@ impl CheckpointMeta {
             format_version: FORMAT_VERSION,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             architecture: model.architecture(),
-            activation: M::Act::KIND,
+            activation: act.kind(),
             classes: <M::Classes as dfdx::shapes::ConstDim>::SIZE,
             activation_parameters: act
                 .parameters()
@@ -138,12 +136,11 @@ impl CheckpointMeta {
     }
 }
 
-/// Every tensor of `model` with its name and shape, copied to the host.
-pub fn model_tensors<M: TensorCollection<Elem, D>, D: Backend>(
+/// Every tensor a checkpoint of `model` holds ([`state_tensors`]), copied to the host.
+pub fn model_tensors<M: Classifier<D>, D: Backend>(
     model: &M,
 ) -> Result<Vec<NamedTensor>, TrainError> {
-    named_shaped_tensors(model)
-        .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))
+    state_tensors(model).map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))
 }
 
 struct Assign<'a> {
@@ -350,14 +347,22 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
 impl Checkpoint {
     /// Checks that this checkpoint fits `model` exactly (architecture, activation, classes, every
     /// tensor present with its shape, no extra tensors), then loads it: the model's tensors, the
-    /// activation's fixed β and frozen values, and `opt`'s momentum buffers when given. On any
-    /// mismatch nothing is changed.
+    /// activation's fixed β and frozen values, and `opt`'s momentum buffers when given. An
+    /// [`AnyActivation`](crate::activations::AnyActivation) model takes the checkpoint's
+    /// activation. On any mismatch nothing is changed.
     pub fn apply<M: Classifier<D>, D: Backend>(
         &self,
         model: &mut M,
         opt: Option<&mut Sgd<D>>,
     ) -> Result<(), TrainError> {
-        let want = CheckpointMeta::describe(model);
+        // An `AnyActivation` takes the checkpoint's kind. Everything happens on a copy (the
+        // tensors are shared copy-on-write), so a mismatch leaves `model` as it was.
+        let mut target = model.clone();
+        if target.activation().kind() != self.meta.activation {
+            // a concrete activation type refuses; the check below names the mismatch
+            let _ = target.activation_mut().try_set_kind(self.meta.activation);
+        }
+        let want = CheckpointMeta::describe(&target);
         let m = &self.meta;
         if m.architecture != want.architecture
             || m.activation != want.activation
@@ -379,7 +384,7 @@ impl Checkpoint {
                 ),
             });
         }
-        let current = model_tensors(model)?;
+        let current = model_tensors(&target)?;
         let mut values = BTreeMap::new();
         for (name, shape, _) in &current {
             match self.tensors.get(name) {
@@ -417,14 +422,14 @@ impl Checkpoint {
         // everything fits: apply
         let mut assign = Assign { values: &values };
         M::iter_tensors(&mut RecursiveWalker {
-            m: (model as &mut M, String::new()),
+            m: (&mut target, String::new()),
             f: &mut assign,
         })
         .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))?;
-        let act = model.activation_mut();
+        let act = target.activation_mut();
         for (name, v) in &m.activation_parameters {
             // tensors were loaded above; this sets what is not a tensor (fixed-β PSSiLU's β)
-            if M::Act::KIND == ActivationKind::PssiluFixed && name == "beta" {
+            if act.kind() == ActivationKind::PssiluFixed && name == "beta" {
                 act.set_parameter("beta", *v)?;
             }
         }
@@ -442,6 +447,7 @@ impl Checkpoint {
                 .collect();
             opt.set_buffers(buffers);
         }
+        *model = target;
         Ok(())
     }
 }

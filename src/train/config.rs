@@ -325,6 +325,11 @@ pub struct TrainerConfig {
     /// not: `false`).
     #[serde(default)]
     pub clip_start: bool,
+    /// ℓ2 quirks of the official attacks (training and per-epoch evaluation): an image whose
+    /// gradient is exactly zero steps along `N(0, I)` instead of staying put, and TRADES projects
+    /// each step onto `[0, 1]` before the ε-ball (`true`, faithful); `false`: torchattacks' steps.
+    #[serde(default = "yes")]
+    pub official_l2: bool,
     /// PSSiLU's L1 penalty `pssilu_reg · |β|` (`--pssilu-reg`, 10); learnable-β PSSiLU only.
     #[serde(default = "default_reg")]
     pub pssilu_reg: f64,
@@ -365,6 +370,7 @@ impl TrainerConfig {
             trades_beta: default_trades_beta(),
             clean_pass_updates_bn: true,
             clip_start: false,
+            official_l2: true,
             pssilu_reg: default_reg(),
             beta_grad_clip: None,
         }

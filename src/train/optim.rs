@@ -334,12 +334,15 @@ pub fn step_rules<M: Classifier<D>, D: Backend>(
         skip: act
             .frozen()
             .into_iter()
-            .map(|(n, _)| format!("{ACTIVATION_PREFIX}{n}"))
+            .map(|(n, _)| n)
+            .chain(act.unused_tensors().iter().copied())
+            .map(|n| format!("{ACTIVATION_PREFIX}{n}"))
             .collect(),
         ..Default::default()
     };
     if !decay_activation {
-        rules.no_weight_decay = M::Act::KIND
+        rules.no_weight_decay = act
+            .kind()
             .param_names()
             .iter()
             .map(|n| format!("{ACTIVATION_PREFIX}{n}"))
@@ -353,5 +356,4 @@ pub fn step_rules<M: Classifier<D>, D: Backend>(
     rules
 }
 
-/// The `state_dict` prefix of the shared activation's tensors in every model of the crate.
-pub const ACTIVATION_PREFIX: &str = "activation.";
+pub use crate::models::ACTIVATION_PREFIX;

@@ -35,13 +35,13 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{
     read_checkpoint, save_checkpoint, write_atomic, Best, CheckpointMeta, EpochSums, RunPosition,
 };
-use super::config::{Selection, TrainConfig};
+use super::config::{Selection, TrainConfig, TrainerConfig, TrainerKind};
 use super::data::{TrainData, TrainLoader};
 use super::optim::{LrSchedule, Sgd, SgdSettings};
-use super::step::{train_step, Start, StepSettings};
+use super::step::{draw_start, train_step, Start, StepSettings};
 use super::TrainError;
 use crate::activations::Activation;
-use crate::attacks::{classified_correctly, host_images, in_eval_mode, pgd, PgdConfig};
+use crate::attacks::{classified_correctly, host_images, in_eval_mode, pgd_from, PgdConfig};
 use crate::models::Classifier;
 use crate::ops::Backend;
 use crate::progress::Progress;
@@ -271,8 +271,9 @@ pub fn prepare_model<M: Classifier<D>, D: Backend>(
         value: format!("{} / {}", m.arch, m.activation.code_name()),
         reason: format!("the model given is {what}"),
     };
-    if M::Act::KIND != m.activation {
-        return Err(mismatch(format!("built with {}", M::Act::NAME)));
+    let act = model.activation_mut();
+    if act.try_set_kind(m.activation).is_err() {
+        return Err(mismatch(format!("built with {}", act.name())));
     }
     if !model
         .architecture()
@@ -326,6 +327,12 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
         random_start: true,
         clip_start: cfg.trainer.clip_start,
         seed: eval_seed(cfg.seed, epoch),
+        official_l2: cfg.trainer.official_l2,
+    };
+    // the official per-epoch PGD (`pgd_whitebox`) starts as PGD-AT's training attack does
+    let start_cfg = TrainerConfig {
+        kind: TrainerKind::PgdAt,
+        ..cfg.trainer.clone()
     };
     progress.start("evaluation", n.div_ceil(b) as u64);
     let (mut clean, mut robust) = (0usize, 0usize);
@@ -340,7 +347,8 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
                 seed: split_mix([pgd_cfg.seed, 3, c as u64]),
                 ..pgd_cfg.clone()
             };
-            let adv = pgd(model, &xt, y, &cfg_c)?.as_vec();
+            let delta0 = draw_start::<M, D>(&start_cfg, dev, y.len(), cfg_c.seed)?;
+            let adv = pgd_from(model, &xt, y, Some(&delta0), &cfg_c)?.as_vec();
             let ok = in_eval_mode(model, |m| classified_correctly(m, dev, &adv, y))?;
             robust += ok.iter().filter(|v| **v).count();
         }

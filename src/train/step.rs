@@ -13,6 +13,12 @@
 //!   `CE(f(x), y) + β_T·(1/B)·Σ KL(softmax f(x) ‖ softmax f(x_adv))`, β_T = 6, the softmax target
 //!   **not detached** (gradients flow through both forward passes, as in the official code).
 //!
+//! ℓ2 (`trainer.official_l2`, on by default): the official attacks' steps — an image whose
+//! gradient is exactly zero steps along `N(0, I)` instead of staying put, and TRADES projects
+//! each step onto `[0, 1]` before the ε-ball (the official `clamp_` then `renorm_`); PGD-AT's
+//! order (ball, then box) is the same as torchattacks'. The per-epoch evaluation PGD uses the
+//! same start and steps (the official `pgd_whitebox`).
+//!
 //! Then, for learnable-β PSSiLU (`pssilu2`) only: the loss includes `pssilu_reg·|β|` (10), and
 //! after the backward pass β's gradient is clipped to norm 0.01 (0.1 with TRADES), PyTorch's
 //! `clip_grad_norm_`; finally the SGD step ([`super::Sgd`]). A non-finite loss stops before any
@@ -141,6 +147,11 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
     let y = one_hot::<M::Classes, D>(&dev, labels)?;
     let de = device_err;
     model.train();
+    // the official ℓ2 steps' zero-gradient noise: from the step's seed
+    let noise_seed = match start {
+        Start::Seeded(seed) => seed ^ 0x005E_ED0F_2E50,
+        Start::Given(_) => 0,
+    };
     let drawn;
     let delta0 = match start {
         Start::Given(d) => d,
@@ -175,7 +186,8 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
                 steps: cfg.steps,
                 random_start: true,
                 clip_start: cfg.clip_start,
-                seed: 0,
+                seed: noise_seed,
+                official_l2: cfg.official_l2,
             };
             let adv = pgd_from(model, x, labels, Some(delta0), &pgd)?;
             model.train();
@@ -191,7 +203,8 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
                 steps: cfg.steps,
                 start_std: 0.001,
                 beta: cfg.trades_beta,
-                seed: 0,
+                seed: noise_seed,
+                official_l2: cfg.official_l2,
             };
             let adv = trades_adversary_from(model, x, delta0, &trades)?;
             model.train();
@@ -223,7 +236,7 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
         }
     };
     // PSSiLU (learnable β): + reg·|β| (official: `args.activation == 'pssilu2'`)
-    let learnable_beta = M::Act::KIND == ActivationKind::Pssilu;
+    let learnable_beta = model.activation().kind() == ActivationKind::Pssilu;
     let loss = match (learnable_beta, model.activation().pointwise_fn().1[1]) {
         (true, Some(beta)) if cfg.pssilu_reg != 0.0 => {
             let penalty = beta

@@ -70,7 +70,7 @@ where
     type Channels = Const<3>;
     type Classes = Const<10>;
     fn architecture(&self) -> String {
-        format!("Tiny-{S}-{W}-{}", A::NAME)
+        format!("Tiny-{S}-{W}-{}", self.activation.name())
     }
     fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
         &self,
