@@ -542,3 +542,78 @@ fn any_activation_models_train_and_checkpoint_like_concrete_ones() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Resuming a finished run gives back its trained model; resuming (a finished or an interrupted
+/// run) from a truncated or corrupted `last.safetensors` is a typed error naming the file, and
+/// the run directory is left exactly as it was (checkpoints, metrics, config).
+#[test]
+fn resuming_from_a_damaged_checkpoint_is_an_error_and_loses_nothing() {
+    let d = data(100);
+    let cfg = config(
+        "quick-pgd-at",
+        "pssilu2",
+        &[
+            "optim.epochs=1",
+            "data.batch_size=50",
+            "eval.n_examples=50",
+            "eval.batch_size=50",
+            "trainer.steps=1",
+        ],
+    );
+    let dir = tmp("damaged");
+    let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
+    let trained = train(&cfg, m, &dev, &d, &dir, RunMode::Fresh, &mut Silent).unwrap();
+    // resuming the finished run gives back the trained model
+    let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed + 1);
+    let again = train(&cfg, m, &dev, &d, &dir, RunMode::Resume, &mut Silent).unwrap();
+    assert_eq!(
+        named_tensors(&again.model).unwrap(),
+        named_tensors(&trained.model).unwrap()
+    );
+    let snapshot = |dir: &PathBuf| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let last = dir.join(LAST_FILE);
+    let good = std::fs::read(&last).unwrap();
+    let mut flipped = good.clone();
+    let n = flipped.len();
+    flipped[n - 3] ^= 0x10;
+    let cases = [
+        ("truncated", &good[..n / 2], true),
+        ("corrupted", &flipped[..], true),
+        ("truncated, run unfinished", &good[..n / 2], false),
+        ("corrupted, run unfinished", &flipped[..], false),
+    ];
+    for (what, bytes, finished) in cases {
+        if !finished {
+            let _ = std::fs::remove_file(dir.join("summary.json"));
+        }
+        std::fs::write(&last, bytes).unwrap();
+        let before = snapshot(&dir);
+        let (m, dev) = tiny::<Pssilu<Dev>>(cfg.seed);
+        let Err(e) = train(&cfg, m, &dev, &d, &dir, RunMode::Resume, &mut Silent) else {
+            panic!("{what}: resumed");
+        };
+        assert!(
+            matches!(e, TrainError::Checkpoint { .. }) && e.to_string().contains(LAST_FILE),
+            "{what}: {e}"
+        );
+        assert_eq!(
+            snapshot(&dir),
+            before,
+            "{what}: the run directory is untouched"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

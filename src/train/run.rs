@@ -437,6 +437,10 @@ pub fn train<M: Classifier<D>, D: Backend>(
             ));
         }
         if let Some(s) = read_summary(dir)? {
+            // finished: the model after the last step, as for a run that just ended
+            if last_path.exists() {
+                read_checkpoint(&last_path)?.apply(&mut model, None)?;
+            }
             return Ok(TrainedRun {
                 model,
                 summary: s,
