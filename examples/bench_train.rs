@@ -111,14 +111,52 @@ where
     );
 }
 
-fn main() {
+fn number(args: &[String], flag: &str, default: usize) -> Result<usize, String> {
+    match arg(args, flag) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{flag} {v}: expected a positive whole number")),
+        },
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let arch = arg(&args, "--arch").unwrap_or_else(|| "wrn-16-1".into());
     let act = arg(&args, "--act").unwrap_or_else(|| "pssilu".into());
-    let batch: usize = arg(&args, "--batch").map_or(128, |v| v.parse().unwrap());
-    let images: usize = arg(&args, "--images").map_or(1024, |v| v.parse().unwrap());
-    let eval: usize = arg(&args, "--eval").map_or(256, |v| v.parse().unwrap());
-    let act_name = if act == "relu" { "relu" } else { "pssilu2" };
+    if !["wrn-16-1", "resnet18", "cnn-small"].contains(&arch.as_str()) {
+        return Err(format!(
+            "--arch {arch}: expected wrn-16-1, resnet18 or cnn-small"
+        ));
+    }
+    let act_name = match act.as_str() {
+        "relu" => "relu",
+        "pssilu" => "pssilu2",
+        _ => return Err(format!("--act {act}: expected relu or pssilu")),
+    };
+    let batch = number(&args, "--batch", 128)?;
+    let images = number(&args, "--images", 1024)?;
+    let eval = number(&args, "--eval", 256)?;
+    let f = FashionMnist::embedded().map_err(|e| e.to_string())?;
+    let used = (images / batch) * batch;
+    if used == 0 || used > f.train.len() {
+        return Err(format!(
+            "--images {images} with --batch {batch}: between one batch and the {} embedded \
+             training images",
+            f.train.len()
+        ));
+    }
     let cfg = TrainConfig::preset(
         "quick-pgd-at",
         &[
@@ -126,18 +164,17 @@ fn main() {
             format!("model.activation=\"{act_name}\""),
             "optim.epochs=1".into(),
             format!("data.batch_size={batch}"),
-            format!("data.train_subset={}", (images / batch) * batch),
+            format!("data.train_subset={used}"),
             format!("eval.n_examples={eval}"),
             format!("eval.batch_size={batch}"),
         ],
     )
-    .unwrap();
-    let f = FashionMnist::embedded().unwrap();
+    .map_err(|e| e.to_string())?;
     let data = TrainData {
         train: Arc::new(
             f.train
-                .select("bench", &(0..(images / batch) * batch).collect::<Vec<_>>())
-                .unwrap(),
+                .select("bench", &(0..used).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())?,
         ),
         synthetic: None,
         test: f.test,
@@ -148,11 +185,12 @@ fn main() {
         rayon::current_num_threads()
     );
     match (arch.as_str(), act.as_str()) {
-        ("resnet18", "relu") => bench::<ResNet18<Relu<Dev>, Dev>>(&cfg, &data, images),
-        ("resnet18", _) => bench::<ResNet18<Pssilu<Dev>, Dev>>(&cfg, &data, images),
-        ("cnn-small", "relu") => bench::<SmallCnn<Relu<Dev>, Dev>>(&cfg, &data, images),
-        ("cnn-small", _) => bench::<SmallCnn<Pssilu<Dev>, Dev>>(&cfg, &data, images),
-        (_, "relu") => bench::<WideResNet16x1<Relu<Dev>, Dev>>(&cfg, &data, images),
-        _ => bench::<WideResNet16x1<Pssilu<Dev>, Dev>>(&cfg, &data, images),
+        ("resnet18", "relu") => bench::<ResNet18<Relu<Dev>, Dev>>(&cfg, &data, used),
+        ("resnet18", _) => bench::<ResNet18<Pssilu<Dev>, Dev>>(&cfg, &data, used),
+        ("cnn-small", "relu") => bench::<SmallCnn<Relu<Dev>, Dev>>(&cfg, &data, used),
+        ("cnn-small", _) => bench::<SmallCnn<Pssilu<Dev>, Dev>>(&cfg, &data, used),
+        (_, "relu") => bench::<WideResNet16x1<Relu<Dev>, Dev>>(&cfg, &data, used),
+        _ => bench::<WideResNet16x1<Pssilu<Dev>, Dev>>(&cfg, &data, used),
     }
+    Ok(())
 }

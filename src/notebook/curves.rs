@@ -108,6 +108,7 @@ mod tests {
             global_step: 10 * (epoch + 1),
             lr: 0.1,
             momentum: 0.9,
+            train_examples: 100,
             train_loss: 2.0 / (epoch + 1) as f64,
             train_clean_accuracy: 0.5,
             train_adv_accuracy: Some(0.4),

@@ -94,10 +94,30 @@ pub enum TrainLoader {
 }
 
 impl TrainLoader {
-    /// The loader `cfg` asks for over `data`, seeded with the run's seed.
+    /// The loader `cfg` asks for over `data`, seeded with the run's seed; an error when `cfg`
+    /// asks for synthetic images and `data` has none, or the other way round (never a silent
+    /// real-only run).
     pub fn new(cfg: &TrainConfig, data: &TrainData) -> Result<Self, TrainError> {
         let d = &cfg.data;
+        let mismatch = |reason: &str| TrainError::Config {
+            field: "data.synthetic".into(),
+            value: d
+                .synthetic
+                .as_ref()
+                .map_or("none".into(), |s| s.path.display().to_string()),
+            reason: reason.into(),
+        };
         Ok(match (&data.synthetic, &d.synthetic) {
+            (None, Some(_)) => {
+                return Err(mismatch(
+                    "the configuration asks for synthetic images, the data given has none",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(mismatch(
+                    "the data given has synthetic images, the configuration does not use them",
+                ))
+            }
             (Some(syn), Some(s)) => TrainLoader::Mixed(MixedLoader::new(
                 data.train.clone(),
                 syn.clone(),

@@ -67,6 +67,9 @@ pub struct EpochRecord {
     /// Learning rate of the epoch's last step.
     pub lr: f64,
     pub momentum: f64,
+    /// Training images of the epoch (real + synthetic).
+    #[serde(default)]
+    pub train_examples: usize,
     /// Mean objective over the epoch's images (penalty included).
     pub train_loss: f64,
     /// Accuracy of the train-mode forward on the clean batches.
@@ -402,6 +405,8 @@ pub fn train<M: Classifier<D>, D: Backend>(
         });
     }
     prepare_model(cfg, &mut model)?;
+    // before anything is written: a data/config mismatch leaves no half-made run directory
+    let loader = TrainLoader::new(cfg, data)?;
     let config_path = dir.join(CONFIG_FILE);
     let metrics_path = dir.join(METRICS_FILE);
     let last_path = dir.join(LAST_FILE);
@@ -453,7 +458,6 @@ pub fn train<M: Classifier<D>, D: Backend>(
         write_atomic(&metrics_path, b"")?;
     }
 
-    let loader = TrainLoader::new(cfg, data)?;
     let steps = loader.steps_per_epoch();
     let o = &cfg.optim;
     let warmup = o.warmup_epochs;
@@ -689,6 +693,7 @@ pub fn train<M: Classifier<D>, D: Backend>(
             global_step: pos.global_step,
             lr: opt.lr(),
             momentum: opt.settings().momentum,
+            train_examples: sums.images,
             train_loss: sums.loss_sum / n,
             train_clean_accuracy: sums.clean_correct as f64 / n,
             train_adv_accuracy: cfg
