@@ -15,6 +15,8 @@
 //! - [`eval`]: AutoAttack's protocol, `evaluate`, the shape-ablation metrics (§4);
 //! - [`train`]: standard training, PGD-AT and TRADES as the paper's code, checkpoints, runs with
 //!   resume, configurations and presets, sweeps (§3);
+//! - [`interop`]: PyTorch checkpoints in (official code, RobustBench) and out, without pickle
+//!   code execution (PAPER.md §2);
 //! - [`notebook`]: plots and tables for the evcxr notebooks;
 //! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
 
@@ -29,6 +31,7 @@ pub mod activations;
 pub mod attacks;
 pub mod data;
 pub mod eval;
+pub mod interop;
 pub mod models;
 pub mod notebook;
 pub mod progress;

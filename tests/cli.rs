@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -290,4 +290,86 @@ fn presets_lists_every_preset() {
     }
     let o = run(&["presets", "--show", "quick-pgd-at"]);
     assert!(stdout(&o).contains("[trainer]"));
+}
+
+/// `robust-paf import` of the official checkpoint layout, `export` back to PyTorch's keys (the
+/// values those of the PyTorch file), and one-line errors for a bad file or a mismatched model.
+#[test]
+fn import_and_export_pytorch_checkpoints() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let official = fixtures.join("wrn16_1_pssilu2_official.pth.tar");
+    let dir = tmp("import");
+    let out = dir.to_str().unwrap();
+    let o = run(&[
+        "import",
+        "--from",
+        official.to_str().unwrap(),
+        "--arch",
+        "wrn-16-1",
+        "--activation",
+        "pssilu2",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("state_dict.module."), "{}", stdout(&o));
+    let ckpt = dir.join("model.safetensors");
+    let exported = dir.join("torch.safetensors");
+    let o = run(&[
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = robust_paf::interop::read_torch_state_dict(&exported).unwrap();
+    let bare =
+        robust_paf::interop::read_torch_state_dict(&fixtures.join("wrn16_1_pssilu2.pt")).unwrap();
+    assert_eq!(back.tensors, bare.tensors, "the PyTorch file again");
+
+    for args in [
+        vec![
+            "import",
+            "--from",
+            "/nonexistent.pt",
+            "--arch",
+            "wrn-16-1",
+            "--activation",
+            "relu",
+            "--out",
+            out,
+        ],
+        vec![
+            "import",
+            "--from",
+            official.to_str().unwrap(),
+            "--arch",
+            "wrn-16-1",
+            "--activation",
+            "relu",
+            "--out",
+            out,
+        ],
+        vec![
+            "import",
+            "--from",
+            official.to_str().unwrap(),
+            "--arch",
+            "wrn-16-4",
+            "--activation",
+            "pssilu2",
+            "--out",
+            out,
+        ],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = stderr(&o);
+        assert!(
+            e.starts_with("error: ") && e.trim_end().lines().count() == 1,
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,6 +53,14 @@ pub trait Classifier<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     /// The shared activation, mutably (set or freeze α/β).
     fn activation_mut(&mut self) -> &mut Self::Act;
 
+    /// The module paths at which the reference PyTorch architecture registers the shared
+    /// activation (PAPER.md §2), so its `state_dict` holds α/β once per site: `activation`,
+    /// `layer1.0.activation`, ... The default, `["activation"]`, is the crate's own naming (for
+    /// models without a PyTorch reference).
+    fn torch_activation_sites(&self) -> Vec<String> {
+        vec!["activation".to_string()]
+    }
+
     /// Forward pass in the current mode, running statistics untouched (`&self`).
     #[allow(clippy::type_complexity)]
     fn try_logits<B: Dim, T: Tape<Elem, D>>(

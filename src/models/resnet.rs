@@ -275,6 +275,17 @@ macro_rules! resnet18_model {
             fn architecture(&self) -> String {
                 format!("{}-{}", $arch, self.activation.name())
             }
+            /// The stem's `activation` and each BasicBlock's (`layer1.0.activation`, ...), as in
+            /// the reference `resnet_cifar.py` / `ResNet.py`.
+            fn torch_activation_sites(&self) -> Vec<String> {
+                let mut v = vec!["activation".to_string()];
+                for l in 1..=4 {
+                    for b in 0..2 {
+                        v.push(format!("layer{l}.{b}.activation"));
+                    }
+                }
+                v
+            }
             fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
                 &self,
                 x: InputOf<Self, B, D, T>,

@@ -105,3 +105,38 @@ pub fn state_tensors<M: crate::models::Classifier<D>, D: crate::ops::Backend>(
     });
     Ok(all)
 }
+
+struct Assign<'a> {
+    values: &'a std::collections::BTreeMap<String, Vec<Elem>>,
+}
+
+impl<D: Device<Elem>> TensorVisitor<Elem, D> for Assign<'_> {
+    type Viewer = (dfdx::nn::ViewTensorMut, ViewTensorName);
+    type Err = D::Err;
+    type E2 = Elem;
+    type D2 = D;
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, Elem, D>,
+        (t, name): (&mut Tensor<S, Elem, D>, String),
+    ) -> Result<Option<Tensor<S, Elem, D>>, D::Err> {
+        if let Some(v) = self.values.get(&name) {
+            t.copy_from(v);
+        }
+        Ok(None)
+    }
+}
+
+/// Copies `values[name]` into every tensor of `m` named `name` (others untouched). The caller
+/// checks names and lengths first (a checkpoint or `state_dict` loader).
+pub fn assign_tensors<M: TensorCollection<Elem, D>, D: Device<Elem>>(
+    m: &mut M,
+    values: &std::collections::BTreeMap<String, Vec<Elem>>,
+) -> Result<(), D::Err> {
+    let mut a = Assign { values };
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (m, String::new()),
+        f: &mut a,
+    })?;
+    Ok(())
+}

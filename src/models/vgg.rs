@@ -184,6 +184,27 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
     fn architecture(&self) -> String {
         format!("VGG-16-BN-{}", self.activation.name())
     }
+    /// The slot after each `features` batch norm and `classifier.2`, `classifier.5`, as in the
+    /// reference `vgg.py` (`make_layers(cfg["D"], act, batch_norm=True)`); no top-level one.
+    fn torch_activation_sites(&self) -> Vec<String> {
+        // configuration "D"; 0 is a max-pool
+        const D: [usize; 18] = [
+            64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+        ];
+        let mut v = Vec::new();
+        let mut idx = 0;
+        for c in D {
+            if c == 0 {
+                idx += 1;
+            } else {
+                v.push(format!("features.{}", idx + 2)); // conv, bn, act
+                idx += 3;
+            }
+        }
+        v.push("classifier.2".to_string());
+        v.push("classifier.5".to_string());
+        v
+    }
     fn try_forward_rec<B: Dim, T: Tape<Elem, D>>(
         &self,
         x: InputOf<Self, B, D, T>,

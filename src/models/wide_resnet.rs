@@ -5,9 +5,9 @@
 
 use dfdx::nn::modules::Linear;
 use dfdx::nn::{BuildModule, Module, ModuleVisitor, TensorCollection};
-use dfdx::shapes::{Const, ConstDim, Dim, Dtype};
+use dfdx::shapes::{Const, ConstDim, Dim, Dtype, HasShape};
 use dfdx::tensor::{Storage, Tape, Tensor, WithEmptyTape};
-use dfdx::tensor_ops::{Device, TryAdd};
+use dfdx::tensor_ops::{Device, ReshapeTo, TryAdd};
 
 use super::classifier::{Classifier, InputOf, LogitsOf};
 use super::layers::{BatchNorm2d, BatchNormState, Conv2d, StatsRecorder};
@@ -28,7 +28,10 @@ pub struct WideBlockShortcut<
     pub conv1: Conv2d<CI, CO, 3, S, 1, D, E>,
     pub bn2: BatchNorm2d<CO, D, E>,
     pub conv2: Conv2d<CO, CO, 3, 1, 1, D, E>,
-    pub conv_shortcut: Conv2d<CI, CO, 1, S, 0, D, E>,
+    /// The 1×1 shortcut; `None` when the block keeps width and resolution (`CI == CO`, stride
+    /// 1: the first block of WRN-16-1's first group), where the reference's `equalInOut`
+    /// shortcut is the raw input.
+    pub conv_shortcut: Option<Conv2d<CI, CO, 1, S, 0, D, E>>,
 }
 
 impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
@@ -38,6 +41,23 @@ impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        if CI == CO && S == 1 {
+            return visitor.visit_fields(
+                (
+                    Self::module("bn1", |s| &s.bn1, |s| &mut s.bn1),
+                    Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
+                    Self::module("bn2", |s| &s.bn2, |s| &mut s.bn2),
+                    Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
+                ),
+                |(bn1, conv1, bn2, conv2)| WideBlockShortcut {
+                    bn1,
+                    conv1,
+                    bn2,
+                    conv2,
+                    conv_shortcut: None,
+                },
+            );
+        }
         visitor.visit_fields(
             (
                 Self::module("bn1", |s| &s.bn1, |s| &mut s.bn1),
@@ -46,8 +66,16 @@ impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
                 Self::module("conv2", |s| &s.conv2, |s| &mut s.conv2),
                 Self::module(
                     "convShortcut",
-                    |s| &s.conv_shortcut,
-                    |s| &mut s.conv_shortcut,
+                    |s| {
+                        s.conv_shortcut
+                            .as_ref()
+                            .expect("a width-changing block has a shortcut")
+                    },
+                    |s| {
+                        s.conv_shortcut
+                            .as_mut()
+                            .expect("a width-changing block has a shortcut")
+                    },
                 ),
             ),
             |(bn1, conv1, bn2, conv2, conv_shortcut)| WideBlockShortcut {
@@ -55,14 +83,15 @@ impl<const CI: usize, const CO: usize, const S: usize, E: Dtype, D: Device<E>>
                 conv1,
                 bn2,
                 conv2,
-                conv_shortcut,
+                conv_shortcut: Some(conv_shortcut),
             },
         )
     }
 }
 
 impl<const CI: usize, const CO: usize, const S: usize, D: Backend> WideBlockShortcut<CI, CO, S, D> {
-    /// `x = act(bn1(x)); conv2(act(bn2(conv1(x)))) + convShortcut(x)`.
+    /// `x = act(bn1(x)); conv2(act(bn2(conv1(x)))) + convShortcut(x)`; without a shortcut conv
+    /// (`CI == CO`, stride 1) the reference's `equalInOut` block: `+ x` with the raw input.
     #[allow(clippy::type_complexity)]
     pub fn try_forward<B: Dim, Hd, Wd, Ho, Wo, T: Tape<Elem, D>>(
         &self,
@@ -76,8 +105,17 @@ impl<const CI: usize, const CO: usize, const S: usize, D: Backend> WideBlockShor
         Ho: ConstDim + ConvOut<3, 1, 1, Out = Ho>,
         Wo: ConstDim + ConvOut<3, 1, 1, Out = Wo>,
     {
+        let raw = self.conv_shortcut.is_none().then(|| x.with_empty_tape());
         let x = self.bn1.try_forward_act(x, None, act, rec)?;
-        let shortcut = self.conv_shortcut.try_forward(x.with_empty_tape())?;
+        let shortcut = match (&self.conv_shortcut, raw) {
+            (Some(c), _) => c.try_forward(x.with_empty_tape())?,
+            (None, Some(raw)) => {
+                // CI == CO and stride 1, so the shapes agree; the types do not know it
+                let (b, _, _, _) = *raw.shape();
+                raw.try_reshape_like(&(b, Ho::default(), Wo::default(), Const::<CO>))?
+            }
+            (None, None) => unreachable!("`raw` is taken when there is no shortcut conv"),
+        };
         let out = self
             .bn2
             .try_forward_act(self.conv1.try_forward(x)?, None, act, rec)?;
@@ -219,8 +257,8 @@ impl<const CI: usize, const CO: usize, const S: usize, const N: usize, D: Backen
 
 /// Pre-activation WideResNet for 32×32×3 inputs: `N` blocks per group (depth = 6N + 4), group
 /// widths `W1`, `W2`, `W3` (= 16k, 32k, 64k), `NC` classes. Use the aliases
-/// [`WideResNet28x10`], [`WideResNet16x4`], [`WideResNet34x10`]. The first group's width must
-/// differ from 16 (k ≥ 2), as its first block has a shortcut conv.
+/// [`WideResNet28x10`], [`WideResNet16x4`], [`WideResNet34x10`], [`WideResNet16x1`] (where the
+/// first block keeps width 16 and has no shortcut conv, as in the reference).
 #[derive(Clone, Debug)]
 pub struct WideResNet<
     A,
@@ -249,8 +287,8 @@ pub type WideResNet28x10<A, D> = WideResNet<A, D, Elem, 4, 160, 320, 640, 10>;
 pub type WideResNet16x4<A, D> = WideResNet<A, D, Elem, 2, 64, 128, 256, 10>;
 /// WRN-34-10.
 pub type WideResNet34x10<A, D> = WideResNet<A, D, Elem, 5, 160, 320, 640, 10>;
-/// WideResNet-16-1 (widths 16-32-64, 0.18 M parameters): **not a model of the paper**, a narrow
-/// network for runs of minutes on a CPU (the `quick-*` training presets).
+/// WideResNet-16-1 (widths 16-32-64, 0.17 M parameters): **not a model of the paper**, a narrow
+/// network for runs of minutes on a CPU and the PyTorch parity fixtures (`tests/interop.rs`).
 pub type WideResNet16x1<A, D> = WideResNet<A, D, Elem, 2, 16, 32, 64, 10>;
 
 impl<
@@ -342,6 +380,17 @@ impl<
             W1 / 16,
             self.activation.name()
         )
+    }
+    /// Each block's `activation` (`block1.layer.0.activation`, ...) and the head's, as in the
+    /// reference `wide_resnet.py` (RobustBench's `PAF_WideResNet`).
+    fn torch_activation_sites(&self) -> Vec<String> {
+        let mut v = vec!["activation".to_string()];
+        for b in 1..=3 {
+            for i in 0..N {
+                v.push(format!("block{b}.layer.{i}.activation"));
+            }
+        }
+        v
     }
     fn try_init_paper(&mut self) -> Result<(), D::Err> {
         self.fc.bias.try_fill_with_zeros()

@@ -18,16 +18,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dfdx::nn::{RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName};
-use dfdx::shapes::Shape;
-use dfdx::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::optim::Sgd;
 use super::TrainError;
 use crate::activations::{Activation, ActivationKind};
-use crate::models::{state_tensors, Classifier, NamedTensor};
+use crate::models::{assign_tensors, state_tensors, Classifier, NamedTensor};
 use crate::ops::{Backend, Elem};
 
 /// The `format` written in every checkpoint.
@@ -141,27 +138,6 @@ pub fn model_tensors<M: Classifier<D>, D: Backend>(
     model: &M,
 ) -> Result<Vec<NamedTensor>, TrainError> {
     state_tensors(model).map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))
-}
-
-struct Assign<'a> {
-    values: &'a BTreeMap<String, Vec<Elem>>,
-}
-
-impl<D: Backend> TensorVisitor<Elem, D> for Assign<'_> {
-    type Viewer = (ViewTensorMut, ViewTensorName);
-    type Err = D::Err;
-    type E2 = Elem;
-    type D2 = D;
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, Elem, D>,
-        (t, name): (&mut Tensor<S, Elem, D>, String),
-    ) -> Result<Option<Tensor<S, Elem, D>>, D::Err> {
-        if let Some(v) = self.values.get(&name) {
-            t.copy_from(v);
-        }
-        Ok(None)
-    }
 }
 
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u32 {
@@ -420,12 +396,8 @@ impl Checkpoint {
             });
         }
         // everything fits: apply
-        let mut assign = Assign { values: &values };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (&mut target, String::new()),
-            f: &mut assign,
-        })
-        .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))?;
+        assign_tensors(&mut target, &values)
+            .map_err(|e| TrainError::Model(crate::Error::Device(format!("{e:?}"))))?;
         let act = target.activation_mut();
         for (name, v) in &m.activation_parameters {
             // tensors were loaded above; this sets what is not a tensor (fixed-β PSSiLU's β)

@@ -7,12 +7,18 @@
 //! robust-paf sweep --config sweep.toml --shard 0/4
 //! robust-paf collect out/shape-prelu
 //! robust-paf presets
+//! robust-paf import --from model_best.pth.tar --arch wrn-28-10 --activation pssilu2 --out out/imported
+//! robust-paf export --checkpoint out/relu/best.safetensors --out relu.safetensors
 //! ```
 //!
 //! Errors print one line (`error: ...`) and exit with status 1; usage errors exit with 2.
 
+mod interop_cmd;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use interop_cmd::{cmd_export, cmd_import, CliError, ExportArgs, ImportArgs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dfdx::nn::BuildModule;
@@ -60,6 +66,10 @@ enum Command {
     Collect(CollectArgs),
     /// List the presets (or print one as TOML)
     Presets(PresetsArgs),
+    /// Import a PyTorch checkpoint (the official code's, RobustBench's) as a crate checkpoint
+    Import(ImportArgs),
+    /// Export a crate checkpoint as a safetensors state_dict with PyTorch's keys and layouts
+    Export(ExportArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,7 +113,8 @@ enum AaArg {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A checkpoint written by `robust-paf train` (best.safetensors, last.safetensors)
+    /// A checkpoint written by `robust-paf train` (best.safetensors, last.safetensors) or
+    /// `robust-paf import`
     #[arg(long)]
     checkpoint: PathBuf,
     /// Also run AutoAttack
@@ -247,13 +258,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), TrainError> {
+fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Train(a) => cmd_train(a),
-        Command::Eval(a) => cmd_eval(a),
-        Command::Sweep(a) => cmd_sweep(a),
-        Command::Collect(a) => cmd_collect(a),
-        Command::Presets(a) => cmd_presets(a),
+        Command::Train(a) => Ok(cmd_train(a)?),
+        Command::Eval(a) => Ok(cmd_eval(a)?),
+        Command::Sweep(a) => Ok(cmd_sweep(a)?),
+        Command::Collect(a) => Ok(cmd_collect(a)?),
+        Command::Presets(a) => Ok(cmd_presets(a)?),
+        Command::Import(a) => cmd_import(a),
+        Command::Export(a) => cmd_export(a),
     }
 }
 
