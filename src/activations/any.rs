@@ -29,8 +29,8 @@ use dfdx::tensor_ops::Device;
 
 use super::modules::{
     forward_impl, freeze_impl, frozen_impl, parameters_impl, pointwise_fn_impl,
-    restore_frozen_impl, scalar_impl, set_parameter_impl, unfreeze_impl, validate_impl, Param,
-    Slots, PSSILU_FIXED_BETA_DEFAULT,
+    restore_frozen_impl, scalar_impl, set_parameter_impl, slots_activation_methods, unfreeze_impl,
+    validate_impl, Param, Slots, PSSILU_FIXED_BETA_DEFAULT,
 };
 use super::{Activation, ActivationKind, BoundActivation, ScalarActivation};
 use crate::ops::{Backend, Elem};
@@ -180,37 +180,5 @@ impl<D: Backend> Activation<D> for AnyActivation<D> {
         }
         Ok(())
     }
-    fn try_forward<S: Shape, T: Tape<Elem, D>>(
-        &self,
-        x: Tensor<S, Elem, D, T>,
-    ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
-        forward_impl(self, x)
-    }
-    fn pointwise_fn(&self) -> BoundActivation<'_, D> {
-        pointwise_fn_impl(self)
-    }
-    fn parameters(&self) -> Vec<(&'static str, f64)> {
-        parameters_impl(self)
-    }
-    fn scalar(&self) -> ScalarActivation {
-        scalar_impl(self)
-    }
-    fn set_parameter(&mut self, name: &str, value: f64) -> Result<(), Error> {
-        set_parameter_impl(self, name, value)
-    }
-    fn freeze(&mut self, name: &str, value: f64) -> Result<(), Error> {
-        freeze_impl(self, name, value)
-    }
-    fn unfreeze(&mut self, name: &str) -> Result<(), Error> {
-        unfreeze_impl(self, name)
-    }
-    fn frozen(&self) -> Vec<(&'static str, f64)> {
-        frozen_impl(self)
-    }
-    fn restore_frozen(&mut self) {
-        restore_frozen_impl(self)
-    }
-    fn validate(&self) -> Result<(), Error> {
-        validate_impl(self)
-    }
+    slots_activation_methods!();
 }

@@ -35,7 +35,7 @@ use dfdx::tensor_ops::Device;
 use std::marker::PhantomData;
 
 use super::functions::PafFn;
-use super::{Activation, ActivationKind, ScalarActivation};
+use super::{Activation, ActivationKind, BoundActivation, ScalarActivation};
 use crate::ops::{try_pointwise, Backend, Elem};
 use crate::Error;
 
@@ -249,6 +249,47 @@ pub(super) fn validate_impl<D: Backend, A: Slots<D>>(a: &A) -> Result<(), Error>
     Ok(())
 }
 
+/// The `Activation` methods every `Slots` type shares, for inside an `impl Activation` block
+/// (the parametric modules here, `AnyActivation`).
+macro_rules! slots_activation_methods {
+    () => {
+        fn try_forward<S: Shape, T: Tape<Elem, D>>(
+            &self,
+            x: Tensor<S, Elem, D, T>,
+        ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
+            forward_impl(self, x)
+        }
+        fn pointwise_fn(&self) -> BoundActivation<'_, D> {
+            pointwise_fn_impl(self)
+        }
+        fn parameters(&self) -> Vec<(&'static str, f64)> {
+            parameters_impl(self)
+        }
+        fn scalar(&self) -> ScalarActivation {
+            scalar_impl(self)
+        }
+        fn set_parameter(&mut self, name: &str, value: f64) -> Result<(), Error> {
+            set_parameter_impl(self, name, value)
+        }
+        fn freeze(&mut self, name: &str, value: f64) -> Result<(), Error> {
+            freeze_impl(self, name, value)
+        }
+        fn unfreeze(&mut self, name: &str) -> Result<(), Error> {
+            unfreeze_impl(self, name)
+        }
+        fn frozen(&self) -> Vec<(&'static str, f64)> {
+            frozen_impl(self)
+        }
+        fn restore_frozen(&mut self) {
+            restore_frozen_impl(self)
+        }
+        fn validate(&self) -> Result<(), Error> {
+            validate_impl(self)
+        }
+    };
+}
+pub(super) use slots_activation_methods;
+
 /// Implements `Activation` for a parametric module through its `Slots`.
 macro_rules! activation_via_slots {
     ($name:ident, $kind:ident, $paper:literal) => {
@@ -256,40 +297,7 @@ macro_rules! activation_via_slots {
             fn kind(&self) -> ActivationKind {
                 ActivationKind::$kind
             }
-
-            fn try_forward<S: Shape, T: Tape<Elem, D>>(
-                &self,
-                x: Tensor<S, Elem, D, T>,
-            ) -> Result<Tensor<S, Elem, D, T>, D::Err> {
-                forward_impl(self, x)
-            }
-            fn pointwise_fn(&self) -> (PafFn, [Option<&Tensor<Rank1<1>, Elem, D>>; 2]) {
-                pointwise_fn_impl(self)
-            }
-            fn parameters(&self) -> Vec<(&'static str, f64)> {
-                parameters_impl(self)
-            }
-            fn scalar(&self) -> ScalarActivation {
-                scalar_impl(self)
-            }
-            fn set_parameter(&mut self, name: &str, value: f64) -> Result<(), Error> {
-                set_parameter_impl(self, name, value)
-            }
-            fn freeze(&mut self, name: &str, value: f64) -> Result<(), Error> {
-                freeze_impl(self, name, value)
-            }
-            fn unfreeze(&mut self, name: &str) -> Result<(), Error> {
-                unfreeze_impl(self, name)
-            }
-            fn frozen(&self) -> Vec<(&'static str, f64)> {
-                frozen_impl(self)
-            }
-            fn restore_frozen(&mut self) {
-                restore_frozen_impl(self)
-            }
-            fn validate(&self) -> Result<(), Error> {
-                validate_impl(self)
-            }
+            slots_activation_methods!();
         }
 
         impl<E: Dtype, D: Device<E>> BuildOnDevice<D, E> for $name<D, E>

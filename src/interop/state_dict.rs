@@ -35,8 +35,9 @@ fn torch_shape(shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// `[O, I, KH, KW]` → `[O, KH, KW, I]`.
-fn from_torch_layout(shape: &[usize], v: &[Elem]) -> Vec<Elem> {
+/// Convolution weights between PyTorch's `[O, I, KH, KW]` and the crate's `[O, KH, KW, I]`
+/// (`shape` is the crate's); other tensors are the same in both.
+fn convert_layout(shape: &[usize], v: &[Elem], to_torch: bool) -> Vec<Elem> {
     let [o, kh, kw, i] = shape else {
         return v.to_vec();
     };
@@ -46,26 +47,13 @@ fn from_torch_layout(shape: &[usize], v: &[Elem]) -> Vec<Elem> {
         for b in 0..i {
             for y in 0..kh {
                 for x in 0..kw {
-                    out[((a * kh + y) * kw + x) * i + b] = v[((a * i + b) * kh + y) * kw + x];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `[O, KH, KW, I]` → `[O, I, KH, KW]`.
-fn to_torch_layout(shape: &[usize], v: &[Elem]) -> Vec<Elem> {
-    let [o, kh, kw, i] = shape else {
-        return v.to_vec();
-    };
-    let (o, kh, kw, i) = (*o, *kh, *kw, *i);
-    let mut out = vec![0.0; v.len()];
-    for a in 0..o {
-        for b in 0..i {
-            for y in 0..kh {
-                for x in 0..kw {
-                    out[((a * i + b) * kh + y) * kw + x] = v[((a * kh + y) * kw + x) * i + b];
+                    let torch = ((a * i + b) * kh + y) * kw + x;
+                    let crate_ = ((a * kh + y) * kw + x) * i + b;
+                    if to_torch {
+                        out[torch] = v[crate_];
+                    } else {
+                        out[crate_] = v[torch];
+                    }
                 }
             }
         }
@@ -130,7 +118,7 @@ pub fn import_state_dict<M: Classifier<D>, D: Backend>(
                         t.shape
                     ));
                 } else {
-                    values.insert(name.clone(), from_torch_layout(shape, &t.values));
+                    values.insert(name.clone(), convert_layout(shape, &t.values, false));
                 }
             }
         }
@@ -171,7 +159,7 @@ pub fn export_state_dict<M: Classifier<D>, D: Backend>(
                 out.push((format!("{site}.{param}"), shape.clone(), v.clone()));
             }
         } else {
-            let t = to_torch_layout(&shape, &v);
+            let t = convert_layout(&shape, &v, true);
             out.push((name, torch_shape(&shape), t));
         }
     }
@@ -237,10 +225,10 @@ mod tests {
     fn layouts_round_trip() {
         let shape = [2, 3, 3, 4];
         let v: Vec<f32> = (0..72).map(|i| i as f32).collect();
-        let t = to_torch_layout(&shape, &v);
+        let t = convert_layout(&shape, &v, true);
         // torch [o=1, i=2, y=0, x=1] = crate [o=1, y=0, x=1, i=2]
         assert_eq!(t[((4 + 2) * 3) * 3 + 1], v[((3) * 3 + 1) * 4 + 2]);
-        assert_eq!(from_torch_layout(&shape, &t), v);
+        assert_eq!(convert_layout(&shape, &t, false), v);
         assert_eq!(torch_shape(&shape), vec![2, 4, 3, 3]);
         assert_eq!(torch_shape(&[10, 64]), vec![10, 64]);
     }
