@@ -297,7 +297,8 @@ fn presets_lists_every_preset() {
 #[test]
 fn import_and_export_pytorch_checkpoints() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
-    let official = fixtures.join("wrn16_1_pssilu2_official.pth.tar");
+    // RobustBench's layout (a bare state_dict of `PAF_WideResNet`), as `Dai2021Parameterizing.pt`
+    let official = fixtures.join("wrn16_1_pssilu2.pt");
     let dir = tmp("import");
     let out = dir.to_str().unwrap();
     let o = run(&[
@@ -312,7 +313,7 @@ fn import_and_export_pytorch_checkpoints() {
         out,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("state_dict.module."), "{}", stdout(&o));
+    assert!(stdout(&o).contains("wrn16_1_pssilu2.pt"), "{}", stdout(&o));
     let ckpt = dir.join("model.safetensors");
     let exported = dir.join("torch.safetensors");
     let o = run(&[
@@ -323,6 +324,43 @@ fn import_and_export_pytorch_checkpoints() {
         exported.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // `eval` runs on the imported model unchanged (a generated CIFAR-10 folder of 8 images)
+    let cifar = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&cifar).unwrap();
+    let record = |i: usize| -> Vec<u8> {
+        let mut r = vec![(i % 10) as u8];
+        r.extend((0..3072).map(|p| ((i * 37 + p * 11) % 256) as u8));
+        r
+    };
+    for f in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
+        std::fs::write(cifar.join(f), (0..8).flat_map(record).collect::<Vec<u8>>()).unwrap();
+    }
+    let report = dir.join("report.json");
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data-dir",
+        cifar.to_str().unwrap(),
+        "--pgd-steps",
+        "2",
+        "--eps",
+        "8/255",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["n_examples"], 8);
+    assert!(r["clean_accuracy"].as_f64().unwrap() >= r["pgd_accuracy"].as_f64().unwrap());
+
     let back = robust_paf::interop::read_torch_state_dict(&exported).unwrap();
     let bare =
         robust_paf::interop::read_torch_state_dict(&fixtures.join("wrn16_1_pssilu2.pt")).unwrap();
@@ -356,7 +394,18 @@ fn import_and_export_pytorch_checkpoints() {
             "--from",
             official.to_str().unwrap(),
             "--arch",
-            "wrn-16-4",
+            "wrn-16-2",
+            "--activation",
+            "pssilu2",
+            "--out",
+            out,
+        ],
+        vec![
+            "import",
+            "--from",
+            official.to_str().unwrap(),
+            "--arch",
+            "wrn-22-3",
             "--activation",
             "pssilu2",
             "--out",
@@ -370,6 +419,14 @@ fn import_and_export_pytorch_checkpoints() {
             e.starts_with("error: ") && e.trim_end().lines().count() == 1,
             "{e}"
         );
+        if args[4] == "wrn-16-2" {
+            // a built architecture: the error is about the keys' shapes
+            assert!(e.contains("block1.layer.0.conv1.weight"), "{e}");
+        }
+        if args[4] == "wrn-22-3" {
+            // not built: the error names the architectures that are
+            assert!(e.contains("wrn-16-2") && e.contains("wrn-40-2"), "{e}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

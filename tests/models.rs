@@ -4,8 +4,9 @@
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
 use robust_paf::models::{
-    Classifier, Mode, ResNet18, ResNet18ImageNet, Vgg16Bn, WideResNet16x4, WideResNet28x10,
-    WideResNet34x10,
+    Classifier, Mode, ResNet18, ResNet18ImageNet, ResNet18ImageNetNarrow, ResNet18Narrow, Vgg16Bn,
+    Vgg16BnNarrow, WideResNet16x1, WideResNet16x2, WideResNet16x4, WideResNet28x10, WideResNet28x4,
+    WideResNet34x10, WideResNet40x2,
 };
 use robust_paf::train::{Sgd, SgdSettings};
 
@@ -74,6 +75,46 @@ fn parameter_counts_match_the_paper() {
         Vgg16Bn::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
         15_253_578
     );
+}
+
+// The WRN variants and the narrow (1/16-width) networks of the parity fixtures: sums of
+// `p.numel()` over RobustBench's `PAF_WideResNet(nn.ReLU(), depth, widen_factor)` and the
+// ResNet18 / VGG16BN of `scripts/make_parity_fixtures.py` (which give 11,173,962 and 15,253,578
+// at full width, the counts above).
+#[test]
+fn parameter_counts_of_the_variants_match_pytorch() {
+    let dev = Dev::default();
+    assert_eq!(
+        WideResNet16x1::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        175_066
+    );
+    assert_eq!(
+        WideResNet16x2::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        691_674
+    );
+    assert_eq!(
+        WideResNet28x4::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        5_849_050
+    );
+    assert_eq!(
+        WideResNet40x2::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        2_243_546
+    );
+    assert_eq!(
+        ResNet18Narrow::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        44_622
+    );
+    assert_eq!(
+        ResNet18ImageNetNarrow::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        45_102
+    );
+    assert_eq!(
+        Vgg16BnNarrow::<Relu<Dev>, Dev>::new(&dev).num_trainable_params(),
+        60_798
+    );
+    assert!(ResNet18Narrow::<Relu<Dev>, Dev>::new(&dev)
+        .architecture()
+        .starts_with("ResNet-18[4-8-16-32]-"));
 }
 
 #[test]

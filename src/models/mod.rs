@@ -10,11 +10,12 @@ pub mod classifier;
 pub mod resnet;
 
 pub use classifier::{Classifier, InputOf, LogitsOf};
-pub use resnet::{ResNet18, ResNet18ImageNet};
+pub use resnet::{ResNet18, ResNet18ImageNet, ResNet18ImageNetNarrow, ResNet18Narrow};
 pub mod wide_resnet;
 
 pub use wide_resnet::{
-    WideResNet, WideResNet16x1, WideResNet16x4, WideResNet28x10, WideResNet34x10,
+    WideResNet, WideResNet16x1, WideResNet16x2, WideResNet16x4, WideResNet28x10, WideResNet28x4,
+    WideResNet34x10, WideResNet40x2,
 };
 pub mod small_cnn;
 pub mod tensors;
@@ -26,4 +27,4 @@ pub use tensors::{
 };
 
 pub use small_cnn::SmallCnn;
-pub use vgg::Vgg16Bn;
+pub use vgg::{Vgg16Bn, Vgg16BnNarrow};

@@ -141,23 +141,33 @@ impl<const CI: usize, const CO: usize, D: Backend> DownBlock<CI, CO, D> {
     }
 }
 
-/// The four stages of ResNet-18: `[2, 2, 2, 2]` blocks at 64, 128, 256, 512 channels.
+/// The four stages of ResNet-18: `[2, 2, 2, 2]` blocks at `C1`–`C4` channels (64, 128, 256,
+/// 512 in the paper).
 #[derive(Clone, Debug)]
-pub struct Stages<D: Storage<E>, E: Dtype = Elem> {
-    pub layer1: (BasicBlock<64, D, E>, BasicBlock<64, D, E>),
-    pub layer2: (DownBlock<64, 128, D, E>, BasicBlock<128, D, E>),
-    pub layer3: (DownBlock<128, 256, D, E>, BasicBlock<256, D, E>),
-    pub layer4: (DownBlock<256, 512, D, E>, BasicBlock<512, D, E>),
+pub struct Stages<
+    const C1: usize,
+    const C2: usize,
+    const C3: usize,
+    const C4: usize,
+    D: Storage<E>,
+    E: Dtype = Elem,
+> {
+    pub layer1: (BasicBlock<C1, D, E>, BasicBlock<C1, D, E>),
+    pub layer2: (DownBlock<C1, C2, D, E>, BasicBlock<C2, D, E>),
+    pub layer3: (DownBlock<C2, C3, D, E>, BasicBlock<C3, D, E>),
+    pub layer4: (DownBlock<C3, C4, D, E>, BasicBlock<C4, D, E>),
 }
 
-impl<D: Backend> Stages<D> {
+impl<const C1: usize, const C2: usize, const C3: usize, const C4: usize, D: Backend>
+    Stages<C1, C2, C3, C4, D>
+{
     #[allow(clippy::type_complexity)]
     fn try_forward<B: Dim, Hd, Wd, H2, W2, H3, W3, H4, W4, T: Tape<Elem, D>>(
         &self,
-        x: Tensor<(B, Hd, Wd, Const<64>), Elem, D, T>,
+        x: Tensor<(B, Hd, Wd, Const<C1>), Elem, D, T>,
         act: BoundActivation<'_, D>,
         rec: Option<&StatsRecorder>,
-    ) -> Result<Tensor<(B, H4, W4, Const<512>), Elem, D, T>, D::Err>
+    ) -> Result<Tensor<(B, H4, W4, Const<C4>), Elem, D, T>, D::Err>
     where
         Hd: ConstDim
             + ConvOut<3, 1, 1, Out = Hd>
@@ -212,17 +222,30 @@ macro_rules! resnet18_model {
     ($(#[$doc:meta])* $name:ident, $conv1:ty, $arch:literal, $side:literal, $stem:ident) => {
         $(#[$doc])*
         #[derive(Clone, Debug)]
-        pub struct $name<A, D: Storage<E>, E: Dtype = Elem, const NC: usize = 10> {
+        ///
+        /// `W1`–`W4` are the stage widths: the paper's 64-128-256-512 by default; narrower
+        /// widths (e.g. 4-8-16-32 for the PyTorch parity fixtures) are **not models of the
+        /// paper**.
+        pub struct $name<
+            A,
+            D: Storage<E>,
+            E: Dtype = Elem,
+            const NC: usize = 10,
+            const W1: usize = 64,
+            const W2: usize = 128,
+            const W3: usize = 256,
+            const W4: usize = 512,
+        > {
             /// The activation shared by all 17 sites.
             pub activation: A,
             pub conv1: $conv1,
-            pub bn1: BatchNorm2d<64, D, E>,
-            pub stages: Stages<D, E>,
-            pub fc: Linear<512, NC, E, D>,
+            pub bn1: BatchNorm2d<W1, D, E>,
+            pub stages: Stages<W1, W2, W3, W4, D, E>,
+            pub fc: Linear<W4, NC, E, D>,
         }
 
-        impl<A: TensorCollection<E, D>, E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform, D: Device<E>, const NC: usize> TensorCollection<E, D> for $name<A, D, E, NC> {
-            type To<E2: Dtype, D2: Device<E2>> = $name<A::To<E2, D2>, D2, E2, NC>;
+        impl<A: TensorCollection<E, D>, E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform, D: Device<E>, const NC: usize, const W1: usize, const W2: usize, const W3: usize, const W4: usize> TensorCollection<E, D> for $name<A, D, E, NC, W1, W2, W3, W4> {
+            type To<E2: Dtype, D2: Device<E2>> = $name<A::To<E2, D2>, D2, E2, NC, W1, W2, W3, W4>;
             fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
                 visitor.visit_fields(
                     (
@@ -250,7 +273,7 @@ macro_rules! resnet18_model {
             }
         }
 
-        impl<A: Activation<D>, D: Backend, const NC: usize> $name<A, D, Elem, NC>
+        impl<A: Activation<D>, D: Backend, const NC: usize, const W1: usize, const W2: usize, const W3: usize, const W4: usize> $name<A, D, Elem, NC, W1, W2, W3, W4>
         where
             Self: BuildModule<D, Elem>,
         {
@@ -266,14 +289,18 @@ macro_rules! resnet18_model {
             }
         }
 
-        impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for $name<A, D, Elem, NC> {
+        impl<A: Activation<D>, D: Backend, const NC: usize, const W1: usize, const W2: usize, const W3: usize, const W4: usize> Classifier<D> for $name<A, D, Elem, NC, W1, W2, W3, W4> {
             type Act = A;
             type Height = Const<$side>;
             type Width = Const<$side>;
             type Channels = Const<3>;
             type Classes = Const<NC>;
             fn architecture(&self) -> String {
-                format!("{}-{}", $arch, self.activation.name())
+                if (W1, W2, W3, W4) == (64, 128, 256, 512) {
+                    format!("{}-{}", $arch, self.activation.name())
+                } else {
+                    format!("{}[{W1}-{W2}-{W3}-{W4}]-{}", $arch, self.activation.name())
+                }
             }
             /// The stem's `activation` and each BasicBlock's (`layer1.0.activation`, ...), as in
             /// the reference `resnet_cifar.py` / `ResNet.py`.
@@ -310,11 +337,21 @@ macro_rules! resnet18_model {
 }
 
 #[allow(clippy::type_complexity)]
-fn cifar_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Elem, D>>(
-    m: &ResNet18<A, D, Elem, NC>,
+fn cifar_stem<
+    A: Activation<D>,
+    D: Backend,
+    const NC: usize,
+    const W1: usize,
+    const W2: usize,
+    const W3: usize,
+    const W4: usize,
+    B: Dim,
+    T: Tape<Elem, D>,
+>(
+    m: &ResNet18<A, D, Elem, NC, W1, W2, W3, W4>,
     x: Tensor<(B, Const<32>, Const<32>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
-) -> Result<Tensor<(B, Const<32>, Const<32>, Const<64>), Elem, D, T>, D::Err> {
+) -> Result<Tensor<(B, Const<32>, Const<32>, Const<W1>), Elem, D, T>, D::Err> {
     m.bn1.try_forward_act(
         m.conv1.try_forward(x)?,
         None,
@@ -324,25 +361,35 @@ fn cifar_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Ele
 }
 
 #[allow(clippy::type_complexity)]
-fn imagenet_stem<A: Activation<D>, D: Backend, const NC: usize, B: Dim, T: Tape<Elem, D>>(
-    m: &ResNet18ImageNet<A, D, Elem, NC>,
+fn imagenet_stem<
+    A: Activation<D>,
+    D: Backend,
+    const NC: usize,
+    const W1: usize,
+    const W2: usize,
+    const W3: usize,
+    const W4: usize,
+    B: Dim,
+    T: Tape<Elem, D>,
+>(
+    m: &ResNet18ImageNet<A, D, Elem, NC, W1, W2, W3, W4>,
     x: Tensor<(B, Const<224>, Const<224>, Const<3>), Elem, D, T>,
     rec: Option<&StatsRecorder>,
-) -> Result<Tensor<(B, Const<56>, Const<56>, Const<64>), Elem, D, T>, D::Err> {
+) -> Result<Tensor<(B, Const<56>, Const<56>, Const<W1>), Elem, D, T>, D::Err> {
     let x = m.bn1.try_forward_act(
         m.conv1.try_forward(x)?,
         None,
         m.activation.pointwise_fn(),
         rec,
     )?;
-    try_max_pool2d::<3, 2, 1, _, _, _, 64, D, T>(x)
+    try_max_pool2d::<3, 2, 1, _, _, _, W1, D, T>(x)
 }
 
 resnet18_model!(
     /// CIFAR ResNet-18 (PAPER.md §2.1): 3×3 stem, no max-pool, 32×32×3 input; 11,173,962
     /// parameters for 10 classes plus the activation's 0–2.
     ResNet18,
-    Conv2d<3, 64, 3, 1, 1, D, E>,
+    Conv2d<3, W1, 3, 1, 1, D, E>,
     "ResNet-18",
     32,
     cifar_stem
@@ -352,8 +399,17 @@ resnet18_model!(
     /// ResNet-18 with the ImageNet stem (PAPER.md §2.3, ImageNette): 7×7/2 conv, 3×3/2 max-pool,
     /// 224×224×3 input; 11,181,642 parameters for 10 classes plus the activation's 0–2.
     ResNet18ImageNet,
-    Conv2d<3, 64, 7, 2, 3, D, E>,
+    Conv2d<3, W1, 7, 2, 3, D, E>,
     "ResNet-18-ImageNet",
     224,
     imagenet_stem
 );
+
+/// CIFAR ResNet-18 at 1/16 of the paper's width (4-8-16-32, 44 k parameters): **not a model of
+/// the paper**; its PyTorch twin is small enough for the committed parity fixtures
+/// (`tests/interop.rs`), and it runs the same code as [`ResNet18`].
+pub type ResNet18Narrow<A, D, const NC: usize = 10> = ResNet18<A, D, Elem, NC, 4, 8, 16, 32>;
+/// [`ResNet18ImageNet`] at 1/16 of the paper's width (4-8-16-32): **not a model of the paper**,
+/// for the parity fixtures.
+pub type ResNet18ImageNetNarrow<A, D, const NC: usize = 10> =
+    ResNet18ImageNet<A, D, Elem, NC, 4, 8, 16, 32>;

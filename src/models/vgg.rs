@@ -41,27 +41,38 @@ impl<const CI: usize, const CO: usize, D: Backend> ConvBn<CI, CO, D> {
     }
 }
 
-/// VGG-16-BN for 32×32×3 inputs and `NC` classes.
+/// VGG-16-BN for 32×32×3 inputs and `NC` classes. `C1`–`C4` are the widths of the stages (the
+/// fifth stage and the two hidden linear layers have `C4`): the paper's 64-128-256-512 by
+/// default; narrower ones (4-8-16-32 for the parity fixtures) are **not models of the paper**.
 #[derive(Clone, Debug)]
-pub struct Vgg16Bn<A, D: Storage<E>, E: Dtype = Elem, const NC: usize = 10> {
+pub struct Vgg16Bn<
+    A,
+    D: Storage<E>,
+    E: Dtype = Elem,
+    const NC: usize = 10,
+    const C1: usize = 64,
+    const C2: usize = 128,
+    const C3: usize = 256,
+    const C4: usize = 512,
+> {
     /// The activation shared by every site.
     pub activation: A,
-    pub f0: ConvBn<3, 64, D, E>,
-    pub f3: ConvBn<64, 64, D, E>,
-    pub f7: ConvBn<64, 128, D, E>,
-    pub f10: ConvBn<128, 128, D, E>,
-    pub f14: ConvBn<128, 256, D, E>,
-    pub f17: ConvBn<256, 256, D, E>,
-    pub f20: ConvBn<256, 256, D, E>,
-    pub f24: ConvBn<256, 512, D, E>,
-    pub f27: ConvBn<512, 512, D, E>,
-    pub f30: ConvBn<512, 512, D, E>,
-    pub f34: ConvBn<512, 512, D, E>,
-    pub f37: ConvBn<512, 512, D, E>,
-    pub f40: ConvBn<512, 512, D, E>,
-    pub fc1: Linear<512, 512, E, D>,
-    pub fc2: Linear<512, 512, E, D>,
-    pub fc3: Linear<512, NC, E, D>,
+    pub f0: ConvBn<3, C1, D, E>,
+    pub f3: ConvBn<C1, C1, D, E>,
+    pub f7: ConvBn<C1, C2, D, E>,
+    pub f10: ConvBn<C2, C2, D, E>,
+    pub f14: ConvBn<C2, C3, D, E>,
+    pub f17: ConvBn<C3, C3, D, E>,
+    pub f20: ConvBn<C3, C3, D, E>,
+    pub f24: ConvBn<C3, C4, D, E>,
+    pub f27: ConvBn<C4, C4, D, E>,
+    pub f30: ConvBn<C4, C4, D, E>,
+    pub f34: ConvBn<C4, C4, D, E>,
+    pub f37: ConvBn<C4, C4, D, E>,
+    pub f40: ConvBn<C4, C4, D, E>,
+    pub fc1: Linear<C4, C4, E, D>,
+    pub fc2: Linear<C4, C4, E, D>,
+    pub fc3: Linear<C4, NC, E, D>,
 }
 
 impl<
@@ -69,9 +80,13 @@ impl<
         E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
         D: Device<E>,
         const NC: usize,
-    > TensorCollection<E, D> for Vgg16Bn<A, D, E, NC>
+        const C1: usize,
+        const C2: usize,
+        const C3: usize,
+        const C4: usize,
+    > TensorCollection<E, D> for Vgg16Bn<A, D, E, NC, C1, C2, C3, C4>
 {
-    type To<E2: Dtype, D2: Device<E2>> = Vgg16Bn<A::To<E2, D2>, D2, E2, NC>;
+    type To<E2: Dtype, D2: Device<E2>> = Vgg16Bn<A::To<E2, D2>, D2, E2, NC, C1, C2, C3, C4>;
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
@@ -154,7 +169,15 @@ impl<
     }
 }
 
-impl<A: Activation<D>, D: Backend, const NC: usize> Vgg16Bn<A, D, Elem, NC>
+impl<
+        A: Activation<D>,
+        D: Backend,
+        const NC: usize,
+        const C1: usize,
+        const C2: usize,
+        const C3: usize,
+        const C4: usize,
+    > Vgg16Bn<A, D, Elem, NC, C1, C2, C3, C4>
 where
     Self: BuildModule<D, Elem>,
 {
@@ -175,14 +198,27 @@ where
     }
 }
 
-impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A, D, Elem, NC> {
+impl<
+        A: Activation<D>,
+        D: Backend,
+        const NC: usize,
+        const C1: usize,
+        const C2: usize,
+        const C3: usize,
+        const C4: usize,
+    > Classifier<D> for Vgg16Bn<A, D, Elem, NC, C1, C2, C3, C4>
+{
     type Act = A;
     type Height = Const<32>;
     type Width = Const<32>;
     type Channels = Const<3>;
     type Classes = Const<NC>;
     fn architecture(&self) -> String {
-        format!("VGG-16-BN-{}", self.activation.name())
+        if (C1, C2, C3, C4) == (64, 128, 256, 512) {
+            format!("VGG-16-BN-{}", self.activation.name())
+        } else {
+            format!("VGG-16-BN[{C1}-{C2}-{C3}-{C4}]-{}", self.activation.name())
+        }
     }
     /// The slot after each `features` batch norm and `classifier.2`, `classifier.5`, as in the
     /// reference `vgg.py` (`make_layers(cfg["D"], act, batch_norm=True)`); no top-level one.
@@ -214,38 +250,38 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
         let x = self
             .f3
             .try_forward(self.f0.try_forward(x, a, rec)?, a, rec)?;
-        let x = try_max_pool2d::<2, 2, 0, _, _, _, 64, D, T>(x)?;
+        let x = try_max_pool2d::<2, 2, 0, _, _, _, C1, D, T>(x)?;
         let x = self
             .f10
             .try_forward(self.f7.try_forward(x, a, rec)?, a, rec)?;
-        let x = try_max_pool2d::<2, 2, 0, _, _, _, 128, D, T>(x)?;
+        let x = try_max_pool2d::<2, 2, 0, _, _, _, C2, D, T>(x)?;
         let x = self.f20.try_forward(
             self.f17
                 .try_forward(self.f14.try_forward(x, a, rec)?, a, rec)?,
             a,
             rec,
         )?;
-        let x = try_max_pool2d::<2, 2, 0, _, _, _, 256, D, T>(x)?;
+        let x = try_max_pool2d::<2, 2, 0, _, _, _, C3, D, T>(x)?;
         let x = self.f30.try_forward(
             self.f27
                 .try_forward(self.f24.try_forward(x, a, rec)?, a, rec)?,
             a,
             rec,
         )?;
-        let x = try_max_pool2d::<2, 2, 0, _, _, _, 512, D, T>(x)?;
+        let x = try_max_pool2d::<2, 2, 0, _, _, _, C4, D, T>(x)?;
         let x = self.f40.try_forward(
             self.f37
                 .try_forward(self.f34.try_forward(x, a, rec)?, a, rec)?,
             a,
             rec,
         )?;
-        let x = try_flatten(try_max_pool2d::<2, 2, 0, _, _, _, 512, D, T>(x)?)?;
+        let x = try_flatten(try_max_pool2d::<2, 2, 0, _, _, _, C4, D, T>(x)?)?;
         let train = self.f0.bn.mode == Mode::Train;
         let x = if train { x.try_dropout(0.5)? } else { x };
         let x = self.activation.try_forward(self.fc1.try_forward(x)?)?;
         let x = if train { x.try_dropout(0.5)? } else { x };
         let x = self.activation.try_forward(self.fc2.try_forward(x)?)?;
-        debug_assert_eq!(x.shape().1.size(), 512);
+        debug_assert_eq!(x.shape().1.size(), C4);
         self.fc3.try_forward(x)
     }
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut dyn BatchNormState)) {
@@ -270,3 +306,7 @@ impl<A: Activation<D>, D: Backend, const NC: usize> Classifier<D> for Vgg16Bn<A,
         &mut self.activation
     }
 }
+
+/// VGG-16-BN at 1/16 of the paper's width (4-8-16-32, hidden 32): **not a model of the paper**,
+/// small enough for the committed PyTorch parity fixtures (`tests/interop.rs`).
+pub type Vgg16BnNarrow<A, D, const NC: usize = 10> = Vgg16Bn<A, D, Elem, NC, 4, 8, 16, 32>;

@@ -290,6 +290,12 @@ pub type WideResNet34x10<A, D> = WideResNet<A, D, Elem, 5, 160, 320, 640, 10>;
 /// WideResNet-16-1 (widths 16-32-64, 0.17 M parameters): **not a model of the paper**, a narrow
 /// network for runs of minutes on a CPU and the PyTorch parity fixtures (`tests/interop.rs`).
 pub type WideResNet16x1<A, D> = WideResNet<A, D, Elem, 2, 16, 32, 64, 10>;
+/// WideResNet-16-2: **not a model of the paper**, a small WRN.
+pub type WideResNet16x2<A, D> = WideResNet<A, D, Elem, 2, 32, 64, 128, 10>;
+/// WideResNet-28-4: **not a model of the paper**, the headline depth at 0.4 of its width.
+pub type WideResNet28x4<A, D> = WideResNet<A, D, Elem, 4, 64, 128, 256, 10>;
+/// WideResNet-40-2 (from the WRN paper): **not a model of the paper**.
+pub type WideResNet40x2<A, D> = WideResNet<A, D, Elem, 6, 32, 64, 128, 10>;
 
 impl<
         A: TensorCollection<E, D>,

@@ -80,6 +80,16 @@ pub enum Arch {
     /// narrowest member of its WRN family, for CPU runs of an hour.
     #[serde(rename = "wrn-16-1", alias = "wrn_16_1")]
     Wrn16x1,
+    /// WideResNet-16-2 (0.69 M parameters): **not a model of the paper**, a small WRN.
+    #[serde(rename = "wrn-16-2", alias = "wrn_16_2")]
+    Wrn16x2,
+    /// WideResNet-28-4 (5.8 M parameters): **not a model of the paper**, the headline depth at
+    /// 0.4 of its width.
+    #[serde(rename = "wrn-28-4", alias = "wrn_28_4")]
+    Wrn28x4,
+    /// WideResNet-40-2 (2.2 M parameters, from the WRN paper): **not a model of the paper**.
+    #[serde(rename = "wrn-40-2", alias = "wrn_40_2")]
+    Wrn40x2,
     /// [`crate::models::SmallCnn`]: **not a model of the paper**, three conv layers, the model
     /// of the `quick-*` presets (minutes on 2 CPU cores).
     #[serde(rename = "cnn-small")]
@@ -92,13 +102,16 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture the crate builds, in the order above.
-    pub const ALL: [Arch; 7] = [
+    pub const ALL: [Arch; 10] = [
         Arch::ResNet18,
         Arch::Wrn28x10,
         Arch::Wrn34x10,
         Arch::Wrn16x4,
         Arch::Vgg16Bn,
         Arch::Wrn16x1,
+        Arch::Wrn16x2,
+        Arch::Wrn28x4,
+        Arch::Wrn40x2,
         Arch::SmallCnn,
     ];
     /// The configuration name (`"wrn-28-10"`).
@@ -110,6 +123,9 @@ impl Arch {
             Arch::Wrn16x4 => "wrn-16-4",
             Arch::Vgg16Bn => "vgg16-bn",
             Arch::Wrn16x1 => "wrn-16-1",
+            Arch::Wrn16x2 => "wrn-16-2",
+            Arch::Wrn28x4 => "wrn-28-4",
+            Arch::Wrn40x2 => "wrn-40-2",
             Arch::SmallCnn => "cnn-small",
             Arch::Custom => "custom",
         }
@@ -123,6 +139,9 @@ impl Arch {
             Arch::Wrn16x4 => "WideResNet-16-4-",
             Arch::Vgg16Bn => "VGG-16-BN-",
             Arch::Wrn16x1 => "WideResNet-16-1-",
+            Arch::Wrn16x2 => "WideResNet-16-2-",
+            Arch::Wrn28x4 => "WideResNet-28-4-",
+            Arch::Wrn40x2 => "WideResNet-40-2-",
             Arch::SmallCnn => "SmallCNN-",
             Arch::Custom => "",
         }

@@ -5,7 +5,7 @@
 //!
 //! The activation is an [`AnyActivation`]: the job sets its kind ([`crate::train::train`] does,
 //! from the configuration; [`crate::train::Checkpoint::apply`] takes the checkpoint's). Each
-//! [`WithModel`] implementation is thus compiled once per architecture (7 for 10 classes, 2 for
+//! [`WithModel`] implementation is thus compiled once per architecture (10 for 10 classes, 2 for
 //! 100), not once per architecture × activation (108): on 2 cores the debug build of the
 //! `robust-paf` binary alone took 10.5 minutes before, the crate and the binary together now
 //! take about 3.
@@ -16,8 +16,8 @@ use super::config::Arch;
 use super::TrainError;
 use crate::activations::AnyActivation;
 use crate::models::{
-    Classifier, ResNet18, SmallCnn, Vgg16Bn, WideResNet, WideResNet16x1, WideResNet16x4,
-    WideResNet28x10, WideResNet34x10,
+    Classifier, ResNet18, SmallCnn, Vgg16Bn, WideResNet, WideResNet16x1, WideResNet16x2,
+    WideResNet16x4, WideResNet28x10, WideResNet28x4, WideResNet34x10, WideResNet40x2,
 };
 use crate::ops::{Backend, Elem};
 
@@ -48,6 +48,9 @@ pub fn with_model<D: Backend, J: WithModel<D>>(
         (Arch::Wrn16x4, 10) => job.run::<WideResNet16x4<AnyActivation<D>, D>>(),
         (Arch::Vgg16Bn, 10) => job.run::<Vgg16Bn10<AnyActivation<D>, D>>(),
         (Arch::Wrn16x1, 10) => job.run::<WideResNet16x1<AnyActivation<D>, D>>(),
+        (Arch::Wrn16x2, 10) => job.run::<WideResNet16x2<AnyActivation<D>, D>>(),
+        (Arch::Wrn28x4, 10) => job.run::<WideResNet28x4<AnyActivation<D>, D>>(),
+        (Arch::Wrn40x2, 10) => job.run::<WideResNet40x2<AnyActivation<D>, D>>(),
         (Arch::SmallCnn, 10) => job.run::<SmallCnn10<AnyActivation<D>, D>>(),
         (Arch::ResNet18, 100) => job.run::<ResNet18x100<AnyActivation<D>, D>>(),
         (Arch::Wrn28x10, 100) => job.run::<WideResNet28x10x100<AnyActivation<D>, D>>(),

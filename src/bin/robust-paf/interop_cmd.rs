@@ -21,7 +21,8 @@ pub struct ImportArgs {
     /// `state_dict`, or a safetensors `state_dict`
     #[arg(long)]
     from: PathBuf,
-    /// The architecture (resnet18, wrn-28-10, wrn-34-10, wrn-16-4, wrn-16-1, vgg16-bn)
+    /// The architecture (resnet18, wrn-28-10, wrn-34-10, wrn-16-4, wrn-16-1, wrn-16-2, wrn-28-4,
+    /// wrn-40-2, vgg16-bn, cnn-small)
     #[arg(long)]
     arch: String,
     /// The activation by its code name (relu, prelu, psilu, pssilu, pssilu2, ...)
