@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::plot::{draw, Curve, Panel, PALETTE};
+use super::plot::{draw, Curve, Panel, PlotOptions, PALETTE};
 use super::Figure;
 use crate::train::run::read_metrics;
 use crate::train::EpochRecord;
@@ -78,7 +78,7 @@ pub fn plot_training_curves(runs: &[(String, Vec<EpochRecord>)]) -> Result<Figur
         ),
         panel("activation parameters (raw α, β)", params),
     ];
-    draw("Training curves", (2, 2), &panels)
+    draw("Training curves", (2, 2), &panels, &PlotOptions::default())
 }
 
 /// [`plot_training_curves`] of run directories, each labelled by its folder name.

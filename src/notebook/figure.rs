@@ -4,11 +4,50 @@ use std::path::Path;
 
 use crate::Error;
 
-/// A finished plot: an SVG document plus its title.
-#[derive(Clone, Debug, PartialEq)]
+/// A finished plot: an SVG document plus its title. Its `Debug` form is one short line (title
+/// and size), so a figure printed by mistake never floods a notebook with SVG source.
+#[derive(Clone, PartialEq)]
 pub struct Figure {
     title: String,
     svg: String,
+}
+
+impl std::fmt::Debug for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Figure {{ title: {:?}, svg: {} bytes }}",
+            self.title,
+            self.svg.len()
+        )
+    }
+}
+
+/// Makes a fixed-size SVG (`<svg width="W" height="H" viewBox=…>`, as plotters writes it) scale
+/// to its container: `width="100%"`, no fixed height, at most `max_width` px wide (W when
+/// `None`), the aspect ratio kept by the `viewBox`.
+pub(super) fn responsive(svg: &str, max_width: Option<u32>) -> String {
+    let Some(end) = svg.find('>') else {
+        return svg.to_string();
+    };
+    let (head, rest) = svg.split_at(end);
+    let attr = |name: &str| -> Option<String> {
+        let start = head.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = head[start..].find('"')?;
+        Some(head[start..start + len].to_string())
+    };
+    let (Some(w), Some(h)) = (attr("width"), attr("height")) else {
+        return svg.to_string();
+    };
+    let max = max_width.map_or(w.clone(), |m| m.to_string());
+    let head = head
+        .replacen(&format!(" width=\"{w}\""), " width=\"100%\"", 1)
+        .replacen(
+            &format!(" height=\"{h}\""),
+            &format!(" style=\"max-width: {max}px; height: auto\""),
+            1,
+        );
+    format!("{head}{rest}")
 }
 
 impl Figure {
@@ -83,6 +122,24 @@ mod tests {
         let entries: Vec<_> = std::fs::read_dir(dir.join("nested")).unwrap().collect();
         assert_eq!(entries.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_is_short_and_svgs_scale_to_the_cell() {
+        let svg = format!(
+            "<svg width=\"1200\" height=\"400\" viewBox=\"0 0 1200 400\" xmlns=\"x\">{}</svg>",
+            "<rect/>".repeat(10_000)
+        );
+        let figure = Figure::new("t", responsive(&svg, None));
+        let debug = format!("{figure:?}");
+        assert!(debug.len() < 80, "{debug}");
+        let head = &figure.svg()[..figure.svg().find('>').unwrap()];
+        assert_eq!(
+            head,
+            "<svg width=\"100%\" style=\"max-width: 1200px; height: auto\" viewBox=\"0 0 1200 400\" xmlns=\"x\""
+        );
+        assert!(responsive(&svg, Some(900)).contains("max-width: 900px"));
+        assert_eq!(responsive("not svg", None), "not svg");
     }
 
     #[test]

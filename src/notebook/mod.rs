@@ -24,7 +24,10 @@ use std::path::PathBuf;
 
 pub use curves::{plot_run_dirs, plot_training_curves};
 pub use figure::Figure;
-pub use plot::{paper_activations, plot_activations, plot_paper_activations, plot_pssilu_family};
+pub use plot::{
+    paper_activations, plot_activations, plot_activations_with, plot_paper_activations,
+    plot_pssilu_family, plot_pssilu_family_with, PlotOptions,
+};
 pub use table::{shape_table, ShapeTable};
 
 /// Where notebooks write their files: `$ROBUST_PAF_OUT` when set, otherwise `out/` relative to

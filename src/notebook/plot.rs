@@ -10,10 +10,59 @@ use crate::Error;
 
 /// Points per curve; odd, so a range symmetric around 0 samples x = 0 exactly.
 const SAMPLES: usize = 401;
-const PANEL_WIDTH: u32 = 480;
-const PANEL_HEIGHT: u32 = 420;
-const TITLE_HEIGHT: u32 = 40;
+const TITLE_HEIGHT: u32 = 44;
 const FONT: &str = "sans-serif";
+
+/// Size and range of the notebook plots. Every figure scales to the width of its notebook cell
+/// (SVG `viewBox`, `width="100%"`) up to `max_width`; the sizes below are in SVG units, i.e.
+/// pixels when the figure is shown at full size, so text stays readable when a figure of three
+/// panels is shrunk to a 1000 px cell (labels of size 18, which plotters writes as SVG
+/// `font-size` 14.5, are shown at 12 px there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlotOptions {
+    /// Width of one panel (default 400).
+    pub panel_width: u32,
+    /// Height of one panel (default 330).
+    pub panel_height: u32,
+    /// Tick, axis and legend label size in plotters' units (default 18; the SVG gets 0.81 of it);
+    /// captions get +3, the title +7.
+    pub font_size: u32,
+    /// The widest the figure is shown, in px (default: its own width).
+    pub max_width: Option<u32>,
+    /// The x range of activation plots (default [−5, 5]).
+    pub x_range: (f64, f64),
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        Self {
+            panel_width: 400,
+            panel_height: 330,
+            font_size: 18,
+            max_width: None,
+            x_range: (-5.0, 5.0),
+        }
+    }
+}
+
+impl PlotOptions {
+    fn check(&self) -> Result<(), Error> {
+        for (name, v, lo) in [
+            ("panel_width", self.panel_width, 120),
+            ("panel_height", self.panel_height, 100),
+            ("font_size", self.font_size, 6),
+        ] {
+            if v < lo {
+                return Err(Error::InvalidParameter {
+                    name,
+                    value: v as f64,
+                    reason: "too small to draw",
+                });
+            }
+        }
+        check_range(self.x_range.0, self.x_range.1)
+    }
+}
 
 /// The twelve activations of PAPER.md §1.2 at the paper's initial parameters.
 pub fn paper_activations() -> Vec<ScalarActivation> {
@@ -29,9 +78,27 @@ pub fn plot_paper_activations() -> Result<Figure, Error> {
 }
 
 /// Plots f, f′ and f″ of every activation on `[lo, hi]`, in three panels side by side, with a
-/// legend of the activations' names.
+/// legend: [`plot_activations_with`] with the default [`PlotOptions`].
 pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<Figure, Error> {
-    check_range(lo, hi)?;
+    plot_activations_with(
+        acts,
+        &PlotOptions {
+            x_range: (lo, hi),
+            ..PlotOptions::default()
+        },
+    )
+}
+
+/// Plots f, f′ and f″ of every activation on `opts.x_range`, in three panels side by side.
+/// Activations whose three curves coincide on the range (e.g. ReLU and PReLU at α = 0) are
+/// drawn once with one legend entry naming them all ("ELU = PELU"); an activation kind listed
+/// more than once is labelled with its parameters ("PReLU α=0.25").
+pub fn plot_activations_with(
+    acts: &[ScalarActivation],
+    opts: &PlotOptions,
+) -> Result<Figure, Error> {
+    opts.check()?;
+    let (lo, hi) = opts.x_range;
     if acts.is_empty() {
         return Err(Error::InvalidParameter {
             name: "acts",
@@ -39,11 +106,11 @@ pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<F
             reason: "no activations to plot",
         });
     }
-    let grids: Vec<ShapeGrid> = acts
+    let all: Vec<ShapeGrid> = acts
         .iter()
         .map(|act| ShapeGrid::evaluate(act, lo, hi, SAMPLES))
         .collect();
-    let labels: Vec<String> = acts.iter().map(|act| act.name().to_string()).collect();
+    let (grids, labels) = group_coincident(&all, &activation_labels(acts));
     let title = format!("Activations on [{lo}, {hi}]: f, f′, f″");
     let panels: Vec<Panel> = DERIVATIVES
         .iter()
@@ -56,7 +123,87 @@ pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<F
             x_desc: "x",
         })
         .collect();
-    draw(&title, (1, 3), &panels)
+    draw(&title, (1, 3), &panels, opts)
+}
+
+/// Legend labels: the name, plus the parameters when the kind occurs more than once.
+pub(super) fn activation_labels(acts: &[ScalarActivation]) -> Vec<String> {
+    acts.iter()
+        .map(|act| {
+            let repeated = acts.iter().filter(|a| a.kind == act.kind).count() > 1;
+            let params = act.kind.num_params();
+            match (repeated, params) {
+                (false, _) | (true, 0) => act.name().to_string(),
+                (true, 1) => format!("{} α={}", act.name(), short(act.alpha)),
+                (true, _) => format!(
+                    "{} α={}, β={}",
+                    act.name(),
+                    short(act.alpha),
+                    short(act.beta)
+                ),
+            }
+        })
+        .collect()
+}
+
+/// A number with at most 4 significant digits, trailing zeros dropped (`0.25`, `1`, `1e-8`,
+/// `0.4167`): the one number format of the plots and tables.
+pub(super) fn short(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    if !(1e-3..1e4).contains(&x.abs()) {
+        let s = format!("{x:.3e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let m = if m.contains('.') {
+            m.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            m
+        };
+        return format!("{m}e{e}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Merges grids whose f, f′ and f″ all agree within 1e-4 of the curves' range (indistinguishable
+/// on the plot) into one, labelled "A = B = …".
+fn group_coincident(grids: &[ShapeGrid], labels: &[String]) -> (Vec<ShapeGrid>, Vec<String>) {
+    let range = |ys: &dyn Fn(&ShapeGrid) -> &Vec<f64>| {
+        let (lo, hi) = grids
+            .iter()
+            .flat_map(|g| ys(g).iter().copied())
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            });
+        (hi - lo).max(1e-12)
+    };
+    let tol = [
+        1e-4 * range(&|g| &g.f),
+        1e-4 * range(&|g| &g.df),
+        1e-4 * range(&|g| &g.d2f),
+    ];
+    let same = |a: &ShapeGrid, b: &ShapeGrid| {
+        let close = |x: &[f64], y: &[f64], t: f64| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= t);
+        close(&a.f, &b.f, tol[0]) && close(&a.df, &b.df, tol[1]) && close(&a.d2f, &b.d2f, tol[2])
+    };
+    let mut out: Vec<(ShapeGrid, Vec<String>)> = Vec::new();
+    for (g, l) in grids.iter().zip(labels) {
+        match out.iter_mut().find(|(h, _)| same(h, g)) {
+            Some((_, names)) => names.push(l.clone()),
+            None => out.push((g.clone(), vec![l.clone()])),
+        }
+    }
+    out.into_iter().map(|(g, n)| (g, n.join(" = "))).unzip()
 }
 
 /// Plots PSSiLU, f(x) = x·(σ(|α|x) − |β|)/(1 − |β|), for every α in `alphas` (one colour each)
@@ -64,7 +211,17 @@ pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<F
 /// curvature at 0 (f″(0) = |α|/(2(1 − |β|))), β the slope −|β|/(1 − |β|) on very negative
 /// inputs, i.e. how positive the outputs on negative inputs are (PAPER.md §1.3).
 pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error> {
-    let (lo, hi) = (-5.0, 5.0);
+    plot_pssilu_family_with(alphas, betas, &PlotOptions::default())
+}
+
+/// [`plot_pssilu_family`] with the sizes and x range of `opts`.
+pub fn plot_pssilu_family_with(
+    alphas: &[f64],
+    betas: &[f64],
+    opts: &PlotOptions,
+) -> Result<Figure, Error> {
+    opts.check()?;
+    let (lo, hi) = opts.x_range;
     for (name, values) in [("alphas", alphas), ("betas", betas)] {
         if values.is_empty() {
             return Err(Error::InvalidParameter {
@@ -88,7 +245,10 @@ pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error
             reason: "PSSiLU needs |β| < 1",
         });
     }
-    let labels: Vec<String> = alphas.iter().map(|alpha| format!("α = {alpha}")).collect();
+    let labels: Vec<String> = alphas
+        .iter()
+        .map(|&alpha| format!("α = {}", short(alpha)))
+        .collect();
     // One grid per (β, α), evaluated once; panels row by row: f, f′, f″ for each β.
     let grids: Vec<Vec<ShapeGrid>> = betas
         .iter()
@@ -106,7 +266,7 @@ pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error
     for (order, derivative) in DERIVATIVES.iter().enumerate() {
         for (beta, grids) in betas.iter().zip(&grids) {
             panels.push(Panel {
-                caption: format!("PSSiLU {derivative}, β = {beta}"),
+                caption: format!("PSSiLU {derivative}, β = {}", short(*beta)),
                 curves: curves(grids, &labels, order),
                 legend: panels.is_empty(),
                 x: (lo, hi),
@@ -118,6 +278,7 @@ pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error
         "PSSiLU: α sets the curvature at 0, β the outputs on negative inputs",
         (3, betas.len()),
         &panels,
+        opts,
     )
 }
 
@@ -196,32 +357,43 @@ pub(super) fn draw(
     title: &str,
     (rows, cols): (usize, usize),
     panels: &[Panel],
+    opts: &PlotOptions,
 ) -> Result<Figure, Error> {
+    opts.check()?;
     let size = (
-        PANEL_WIDTH * cols as u32,
-        PANEL_HEIGHT * rows as u32 + TITLE_HEIGHT,
+        opts.panel_width * cols as u32,
+        opts.panel_height * rows as u32 + TITLE_HEIGHT,
     );
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let root = root.titled(title, (FONT, 22)).map_err(plot_error)?;
+        let root = root
+            .titled(title, (FONT, opts.font_size + 7))
+            .map_err(plot_error)?;
         for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
-            draw_panel(area, panel)?;
+            draw_panel(area, panel, opts.font_size)?;
         }
         root.present().map_err(plot_error)?;
     }
-    Ok(Figure::new(title, svg))
+    Ok(Figure::new(
+        title,
+        super::figure::responsive(&svg, opts.max_width),
+    ))
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), Error> {
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    panel: &Panel,
+    font: u32,
+) -> Result<(), Error> {
     let (lo, hi) = panel.x;
     let (y_lo, y_hi) = y_range(panel)?;
     let mut chart = ChartBuilder::on(area)
-        .caption(&panel.caption, (FONT, 16))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(45)
+        .caption(&panel.caption, (FONT, font + 3))
+        .margin(10)
+        .x_label_area_size(2 * font + 6)
+        .y_label_area_size(3 * font + 10)
         .build_cartesian_2d(lo..hi, y_lo..y_hi)
         .map_err(plot_error)?;
     chart
@@ -230,7 +402,8 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Resul
         .x_desc(panel.x_desc)
         .x_label_formatter(&|x| tick_label(*x))
         .y_label_formatter(&|y| tick_label(*y))
-        .label_style((FONT, 12))
+        .label_style((FONT, font))
+        .axis_desc_style((FONT, font))
         .draw()
         .map_err(plot_error)?;
     for curve in &panel.curves {
@@ -247,7 +420,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Resul
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 12))
+            .label_font((FONT, font))
             .draw()
             .map_err(plot_error)?;
     }
@@ -321,19 +494,128 @@ mod tests {
             .collect()
     }
 
+    /// The legend entries: texts that name an activation of the paper.
+    fn legend_entries(svg: &str) -> Vec<String> {
+        let names: Vec<&str> = paper_activations().iter().map(|a| a.name()).collect();
+        texts(svg)
+            .into_iter()
+            .filter(|t| t.split(" = ").all(|n| names.contains(&n)))
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
-    fn paper_plot_has_three_curves_per_activation_and_a_legend() {
+    fn paper_plot_draws_each_visible_curve_once_and_names_every_activation() {
         let figure = plot_paper_activations().unwrap();
         let svg = figure.svg();
         assert!(svg.starts_with("<svg"));
-        assert_eq!(curve_count(svg), 3 * 12);
-        let texts = texts(svg);
+        let entries = legend_entries(svg);
+        // at their initial parameters PReLU (α = 0) is ReLU, PELU (α = 1) is ELU, PSiLU and
+        // PSSiLU (β = 1e-8) are SiLU, PSoftplus is Softplus: one curve and one entry each
+        for group in ["ReLU = PReLU", "ELU = PELU", "Softplus = PSoftplus"] {
+            assert!(
+                entries.iter().any(|e| e.starts_with(group)),
+                "{group}: {entries:?}"
+            );
+        }
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.starts_with("SiLU = PSiLU = PSSiLU")),
+            "{entries:?}"
+        );
+        assert_eq!(curve_count(svg), 3 * entries.len());
+        assert!(entries.len() < 12);
         for act in paper_activations() {
-            assert!(texts.contains(&act.name()), "legend lacks {}", act.name());
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.split(" = ").any(|n| n == act.name())),
+                "legend lacks {}",
+                act.name()
+            );
         }
         for caption in DERIVATIVES {
-            assert!(texts.contains(&caption), "no panel {caption}");
+            assert!(texts(svg).contains(&caption), "no panel {caption}");
         }
+    }
+
+    #[test]
+    fn sweeps_are_labelled_with_their_parameters() {
+        let acts: Vec<ScalarActivation> = [0.25, -0.5, 0.0]
+            .iter()
+            .map(|&a| ScalarActivation::new(ActivationKind::Prelu, a, 0.0))
+            .chain([ScalarActivation::initial(ActivationKind::Relu)])
+            .collect();
+        let svg = plot_activations(&acts, -2.0, 2.0)
+            .unwrap()
+            .svg()
+            .to_string();
+        let texts = texts(&svg);
+        assert!(texts.contains(&"PReLU α=0.25"), "{texts:?}");
+        assert!(texts.contains(&"PReLU α=-0.5"), "{texts:?}");
+        assert!(texts.contains(&"PReLU α=0 = ReLU"), "{texts:?}");
+        assert_eq!(curve_count(&svg), 3 * 3);
+    }
+
+    /// The smallest `font-size` in the SVG and the `viewBox` width.
+    fn smallest_font_and_width(svg: &str) -> (f64, f64) {
+        let smallest = svg
+            .split("font-size=\"")
+            .skip(1)
+            .filter_map(|r| r.split('"').next()?.parse::<f64>().ok())
+            .fold(f64::INFINITY, f64::min);
+        let view_box = svg
+            .split("viewBox=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let width: f64 = view_box.split_whitespace().nth(2).unwrap().parse().unwrap();
+        (smallest, width)
+    }
+
+    #[test]
+    fn figures_scale_to_the_cell_and_stay_readable_in_1000_px() {
+        for figure in [
+            plot_paper_activations().unwrap(),
+            plot_pssilu_family(&[0.5, 1.0, 2.0, 5.0], &[0.0, 0.1, 0.3]).unwrap(),
+        ] {
+            let svg = figure.svg();
+            let head = &svg[..svg.find('>').unwrap()];
+            assert!(
+                head.contains("width=\"100%\"") && head.contains("viewBox"),
+                "{head}"
+            );
+            assert!(!head.contains("height=\""), "{head}");
+            let (font, width) = smallest_font_and_width(svg);
+            let shown = font * (1000.0 / width).min(1.0);
+            assert!(
+                shown >= 11.0,
+                "{}: {font} units at {width} wide: {shown:.1} px",
+                figure.title()
+            );
+        }
+        let opts = PlotOptions {
+            panel_width: 300,
+            max_width: Some(700),
+            x_range: (-2.0, 1.0),
+            ..PlotOptions::default()
+        };
+        let f = plot_activations_with(&paper_activations(), &opts).unwrap();
+        assert!(
+            f.svg().contains("viewBox=\"0 0 900 "),
+            "{}",
+            &f.svg()[..120]
+        );
+        assert!(f.svg().contains("max-width: 700px"));
+        assert!(f.title().contains("[-2, 1]"));
+        let bad = PlotOptions {
+            font_size: 2,
+            ..PlotOptions::default()
+        };
+        assert!(plot_activations_with(&paper_activations(), &bad).is_err());
     }
 
     #[test]
@@ -343,6 +625,16 @@ mod tests {
         let texts = texts(figure.svg());
         assert!(texts.contains(&"α = 5"));
         assert!(texts.contains(&"PSSiLU f(x), β = 0.3"));
+    }
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(1e-8), "1e-8");
+        assert_eq!(short(2.5e-5), "2.5e-5");
+        assert_eq!(short(0.41666666), "0.4167");
+        assert_eq!(short(-12.5), "-12.5");
     }
 
     #[test]

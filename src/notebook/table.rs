@@ -21,7 +21,9 @@ pub fn shape_table(acts: &[ScalarActivation]) -> ShapeTable {
 }
 
 /// Columns: name and parameters, the curvature property (f″(0); a kink, i.e. infinite curvature,
-/// at 0; max |f″| on [−5, 5]) and the negative-input property (f′(−∞); f > 0 somewhere on x < 0).
+/// at 0; max |f″| on [−5, 5]) and the negative-input property of the paper (PAPER.md §1.3):
+/// outputs that grow positive as x → −∞, i.e. f′(−∞) < 0 (PSSiLU with β ≠ 0, PReLU with α < 0).
+/// Softplus, positive everywhere but tending to 0 (f′(−∞) = 0), does not have it.
 const HEADER: [&str; COLUMNS] = [
     "activation",
     "α",
@@ -32,7 +34,7 @@ const HEADER: [&str; COLUMNS] = [
     "kink at 0",
     "max |f″|",
     "f′(−∞)",
-    "f > 0 on x < 0",
+    "positive outputs on x < 0",
 ];
 const COLUMNS: usize = 10;
 
@@ -51,7 +53,7 @@ impl ShapeTable {
                 yes_no(p.kink_at_zero),
                 number(p.max_abs_curvature_on_grid),
                 number(p.slope_at_neg_inf),
-                yes_no(p.positive_on_negative_inputs),
+                yes_no(p.slope_at_neg_inf < 0.0),
             ]
         });
         std::iter::once(header).chain(rows).collect()
@@ -108,13 +110,7 @@ impl fmt::Display for ShapeTable {
 }
 
 fn number(x: f64) -> String {
-    if x == 0.0 {
-        "0".to_string()
-    } else if x.abs() < 1e-3 || x.abs() >= 1e4 {
-        format!("{x:.2e}")
-    } else {
-        format!("{x:.4}")
-    }
+    super::plot::short(x)
 }
 
 /// A parameter's value, or "–" for an activation that has no such parameter.
@@ -151,6 +147,28 @@ mod tests {
         let html = table.to_html();
         assert_eq!(html.matches("<tr>").count(), 1 + 12);
         assert!(html.contains("<td>PSSiLU</td>"));
+    }
+
+    /// The paper's property: outputs that grow positive on negative inputs (f′(−∞) < 0), not
+    /// merely f > 0 there (Softplus).
+    #[test]
+    fn positive_outputs_on_negative_inputs_is_the_papers_property() {
+        use crate::activations::ActivationKind;
+        let row = |kind, alpha, beta| {
+            let t = shape_table(&[ScalarActivation::new(kind, alpha, beta)]);
+            t.cells()[1].clone()
+        };
+        assert_eq!(row(ActivationKind::Softplus, 0.0, 0.0)[9], "no");
+        assert_eq!(row(ActivationKind::Relu, 0.0, 0.0)[9], "no");
+        assert_eq!(row(ActivationKind::Pssilu, 1.0, 0.3)[9], "yes");
+        assert_eq!(row(ActivationKind::Prelu, -0.25, 0.0)[9], "yes");
+        assert_eq!(row(ActivationKind::Prelu, 0.25, 0.0)[9], "no");
+        // one number format: 0, 1, 0.25, 1e-8
+        let r = row(ActivationKind::Pssilu, 1.0, 1e-8);
+        assert_eq!(
+            (r[1].as_str(), r[2].as_str(), r[3].as_str()),
+            ("1", "1e-8", "0")
+        );
     }
 
     #[test]
