@@ -34,6 +34,7 @@ import time
 
 FIGURE_MIMES = ("image/svg+xml", "image/png")
 LONE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -91,6 +92,8 @@ def run(path, out_dir, default_budget, timeout):
         resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
     )
     # the kernel's own stderr (evcxr's cargo builds) goes to a log, not into the CI output
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir or marker_dir, os.path.basename(path) + ".kernel.log")
     start = time.monotonic()
     with open(log_path, "w") as log:
@@ -110,7 +113,7 @@ def run(path, out_dir, default_budget, timeout):
             continue
         for output in cell.get("outputs", []):
             if output["output_type"] == "error":
-                trace = "\n".join(output.get("traceback", []))
+                trace = ANSI.sub("", "\n".join(output.get("traceback", [])))
                 problems.append(
                     f"code cell {index} failed: {output.get('ename')}: {output.get('evalue')}\n{trace}"
                 )

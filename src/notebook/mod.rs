@@ -8,6 +8,8 @@
 //!   side (the formulas of PAPER.md §1.2), and [`plot_pssilu_family`]: how α and β move PSSiLU;
 //! - [`plot_training_curves`] / [`plot_run_dirs`]: loss, clean and PGD accuracy and α/β per
 //!   epoch of training runs;
+//! - [`ablation`]: the ablation notebooks' sweeps (quick mode trains them live, full mode reads
+//!   finished paper-scale runs), their results table and accuracy bars;
 //! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
 //!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
 //!   elsewhere.
@@ -15,6 +17,7 @@
 //! Plots are drawn with plotters' SVG backend with its default features off: text becomes SVG
 //! `<text>` elements, so no font files or system libraries are needed.
 
+pub mod ablation;
 mod curves;
 mod figure;
 mod plot;

@@ -66,3 +66,50 @@ pub fn with_model<D: Backend, J: WithModel<D>>(
         }
     })
 }
+
+/// Trains `cfg` with the model its configuration names ([`with_model`]): builds the model on
+/// `dev`, runs [`super::train`] into `dir`, and returns the run's summary.
+pub fn train_named<D: Backend>(
+    dev: D,
+    cfg: &super::TrainConfig,
+    data: &super::TrainData,
+    dir: &std::path::Path,
+    mode: super::RunMode,
+    progress: &mut dyn crate::progress::Progress,
+) -> Result<super::RunSummary, TrainError> {
+    struct Job<'a, D> {
+        cfg: &'a super::TrainConfig,
+        data: &'a super::TrainData,
+        dir: &'a std::path::Path,
+        mode: super::RunMode,
+        dev: D,
+        progress: &'a mut dyn crate::progress::Progress,
+    }
+    impl<D: Backend> WithModel<D> for Job<'_, D> {
+        type Output = Result<super::RunSummary, TrainError>;
+        fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
+            let model =
+                M::try_build(&self.dev).map_err(|e| crate::Error::Device(format!("{e:?}")))?;
+            super::train(
+                self.cfg,
+                model,
+                &self.dev,
+                self.data,
+                self.dir,
+                self.mode,
+                self.progress,
+            )
+            .map(|r| r.summary)
+        }
+    }
+    let (arch, classes) = (cfg.model.arch, cfg.data.dataset.classes());
+    let job = Job {
+        cfg,
+        data,
+        dir,
+        mode,
+        dev,
+        progress,
+    };
+    with_model::<D, _>(arch, classes, job)?
+}

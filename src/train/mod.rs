@@ -36,7 +36,7 @@ pub use config::{
     TrainerConfig, TrainerKind, PRESETS,
 };
 pub use data::{load_data, TrainData};
-pub use dispatch::{with_model, WithModel};
+pub use dispatch::{train_named, with_model, WithModel};
 pub use optim::{cosine_lr, LrSchedule, Sgd, SgdSettings, StepRules};
 pub use run::{train, EpochRecord, RunMode, RunSummary, TrainedRun};
 pub use step::{train_step, Start, StepOutcome, StepSettings};

@@ -66,10 +66,15 @@ impl SweepConfig {
     /// Reads a sweep file.
     pub fn from_file(path: &Path) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let de = toml::Deserializer::new(&text);
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses a sweep from TOML text (`origin` names it in errors: a file, a notebook cell).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, TrainError> {
+        let de = toml::Deserializer::new(text);
         let s: SweepConfig =
             serde_path_to_error::deserialize(de).map_err(|e| TrainError::Parse {
-                origin: path.display().to_string(),
+                origin: origin.to_string(),
                 message: format!(
                     "{}: {}",
                     e.path(),

@@ -33,7 +33,7 @@ use robust_paf::train::config::{preset_or_error, PRESETS};
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
-    load_data, train, with_model, TrainConfig, TrainData, TrainError, WithModel,
+    load_data, train_named, with_model, TrainConfig, TrainData, TrainError, WithModel,
 };
 
 #[derive(Parser)]
@@ -187,34 +187,6 @@ struct PresetsArgs {
     show: Option<String>,
 }
 
-/// Trains one configuration.
-struct TrainJob<'a, D> {
-    cfg: &'a TrainConfig,
-    data: &'a TrainData,
-    dir: &'a Path,
-    mode: RunMode,
-    dev: D,
-    progress: &'a mut dyn Progress,
-}
-
-impl<D: Backend> WithModel<D> for TrainJob<'_, D> {
-    type Output = Result<robust_paf::train::RunSummary, TrainError>;
-    fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
-        let model =
-            M::try_build(&self.dev).map_err(|e| robust_paf::Error::Device(format!("{e:?}")))?;
-        train(
-            self.cfg,
-            model,
-            &self.dev,
-            self.data,
-            self.dir,
-            self.mode,
-            self.progress,
-        )
-        .map(|r| r.summary)
-    }
-}
-
 /// Loads a checkpoint and evaluates it.
 struct EvalJob<'a, D> {
     checkpoint: &'a robust_paf::train::Checkpoint,
@@ -278,38 +250,18 @@ fn train_on(
     mode: RunMode,
     progress: &mut dyn Progress,
 ) -> Result<robust_paf::train::RunSummary, TrainError> {
-    let (arch, classes) = (cfg.model.arch, cfg.data.dataset.classes());
     match device {
-        DeviceArg::Cpu => {
-            let dev = Cpu::seed_from_u64(cfg.seed);
-            let job = TrainJob {
-                cfg,
-                data,
-                dir,
-                mode,
-                dev,
-                progress,
-            };
-            with_model::<Cpu, _>(arch, classes, job)?
-        }
+        DeviceArg::Cpu => train_named(Cpu::seed_from_u64(cfg.seed), cfg, data, dir, mode, progress),
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
             {
                 let dev = dfdx::tensor::Cuda::try_seed_from_u64(cfg.seed)
                     .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
-                let job = TrainJob {
-                    cfg,
-                    data,
-                    dir,
-                    mode,
-                    dev,
-                    progress,
-                };
-                with_model::<dfdx::tensor::Cuda, _>(arch, classes, job)?
+                train_named(dev, cfg, data, dir, mode, progress)
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (data, dir, mode, progress, arch, classes);
+                let _ = (data, dir, mode, progress);
                 Err(device_error(
                     "this build has no CUDA support (rebuild with --features cuda)",
                 ))
