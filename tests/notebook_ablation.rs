@@ -113,7 +113,9 @@ fn example_sweeps_expand() {
             continue;
         }
         let s = robust_paf::train::sweep::SweepConfig::from_file(&p).unwrap();
-        let runs = s.expand(&dir, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let runs = s
+            .expand(&dir, &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(!runs.is_empty(), "{}", p.display());
         if s.name == "paf-pgd-at" {
             assert_eq!(runs.len(), 5 * 3);

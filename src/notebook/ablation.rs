@@ -351,13 +351,7 @@ impl ResultsTable {
             let params = r
                 .parameters
                 .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}={}",
-                        if k == "alpha" { "α" } else { "β" },
-                        short((v * 1e4).round() / 1e4)
-                    )
-                })
+                .map(|(k, v)| format!("{}={}", if k == "alpha" { "α" } else { "β" }, short(*v)))
                 .collect::<Vec<_>>()
                 .join(", ");
             out.push([

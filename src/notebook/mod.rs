@@ -31,7 +31,7 @@ pub use plot::{
     paper_activations, plot_activations, plot_activations_with, plot_paper_activations,
     plot_pssilu_family, plot_pssilu_family_with, PlotOptions,
 };
-pub use table::{shape_table, ShapeTable};
+pub use table::{shape_table, ShapeTable, NEGATIVE_SLOPE};
 
 /// Where notebooks write their files: `$ROBUST_PAF_OUT` when set, otherwise `out/` relative to
 /// the working directory (the notebook's folder under Jupyter, so `notebooks/out/`, which git

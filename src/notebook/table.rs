@@ -23,7 +23,8 @@ pub fn shape_table(acts: &[ScalarActivation]) -> ShapeTable {
 /// Columns: name and parameters, the curvature property (f″(0); a kink, i.e. infinite curvature,
 /// at 0; max |f″| on [−5, 5]) and the negative-input property of the paper (PAPER.md §1.3):
 /// outputs that grow positive as x → −∞, i.e. f′(−∞) < 0 (PSSiLU with β ≠ 0, PReLU with α < 0).
-/// Softplus, positive everywhere but tending to 0 (f′(−∞) = 0), does not have it.
+/// Softplus, positive everywhere but tending to 0 (f′(−∞) = 0), does not have it; nor does an
+/// activation whose slope there is above [`NEGATIVE_SLOPE`] (PSSiLU at its initial β = 1e-8).
 const HEADER: [&str; COLUMNS] = [
     "activation",
     "α",
@@ -37,6 +38,10 @@ const HEADER: [&str; COLUMNS] = [
     "positive outputs on x < 0",
 ];
 const COLUMNS: usize = 10;
+
+/// "Positive outputs on negative inputs" needs f′(−∞) below this (outputs growing by at least
+/// 0.001 per unit of −x): PSSiLU needs |β| > 0.000999.
+pub const NEGATIVE_SLOPE: f64 = -1e-3;
 
 impl ShapeTable {
     /// The table's cells as text, header first.
@@ -53,7 +58,7 @@ impl ShapeTable {
                 yes_no(p.kink_at_zero),
                 number(p.max_abs_curvature_on_grid),
                 number(p.slope_at_neg_inf),
-                yes_no(p.slope_at_neg_inf < 0.0),
+                yes_no(p.slope_at_neg_inf < NEGATIVE_SLOPE),
             ]
         });
         std::iter::once(header).chain(rows).collect()
@@ -163,6 +168,9 @@ mod tests {
         assert_eq!(row(ActivationKind::Pssilu, 1.0, 0.3)[9], "yes");
         assert_eq!(row(ActivationKind::Prelu, -0.25, 0.0)[9], "yes");
         assert_eq!(row(ActivationKind::Prelu, 0.25, 0.0)[9], "no");
+        // PSSiLU at its initial β = 1e-8 is SiLU for every purpose
+        assert_eq!(row(ActivationKind::Pssilu, 1.0, 1e-8)[9], "no");
+        assert_eq!(row(ActivationKind::Pssilu, 1.0, -0.01)[9], "yes");
         // one number format: 0, 1, 0.25, 1e-8
         let r = row(ActivationKind::Pssilu, 1.0, 1e-8);
         assert_eq!(
