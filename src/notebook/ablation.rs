@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::plot::{short, PlotOptions, PALETTE};
-use super::table::{shape_table, ShapeTable};
+use super::plot::{plot_error as err, short, PlotOptions, PALETTE};
+use super::table::{html_table, shape_table, text_table, ShapeTable};
 use super::Figure;
 use crate::activations::{ActivationKind, ScalarActivation};
 use crate::progress::EpochLines;
@@ -372,19 +372,7 @@ impl ResultsTable {
 
     /// The table as HTML.
     pub fn to_html(&self) -> String {
-        let mut html = String::from("<table>\n");
-        for (i, row) in self.cells().iter().enumerate() {
-            let tag = if i == 0 { "th" } else { "td" };
-            html.push_str("<tr>");
-            for c in row {
-                html.push_str(&format!(
-                    "<{tag}>{}</{tag}>",
-                    c.replace('&', "&amp;").replace('<', "&lt;")
-                ));
-            }
-            html.push_str("</tr>\n");
-        }
-        html + "</table>"
+        html_table(&self.cells())
     }
 
     /// Shows the table inline in Jupyter as `text/html`.
@@ -397,23 +385,9 @@ impl ResultsTable {
 }
 
 impl fmt::Display for ResultsTable {
+    /// A plain text table: activation and trainer left-aligned, the numbers right-aligned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells = self.cells();
-        let mut w = [0usize; 6];
-        for row in &cells {
-            for (wi, c) in w.iter_mut().zip(row) {
-                *wi = (*wi).max(c.chars().count());
-            }
-        }
-        for row in &cells {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&w)
-                .map(|(c, &wi)| format!("{c}{}", " ".repeat(wi - c.chars().count())))
-                .collect();
-            writeln!(f, "{}", line.join("  ").trim_end())?;
-        }
-        Ok(())
+        text_table(f, &self.cells(), 2)
     }
 }
 
@@ -551,9 +525,5 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    Ok(Figure::new(title, super::figure::responsive(&svg, None)))
-}
-
-fn err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> crate::Error {
-    crate::Error::Io(format!("plotting failed: {e}"))
+    Ok(Figure::new(title, svg))
 }

@@ -11,8 +11,9 @@ use crate::train::EpochRecord;
 use crate::Error;
 
 /// Plots the curves of `runs` (`(label, epoch records)`) in a 2×2 grid: training loss, test clean
-/// accuracy, test PGD accuracy (percent), and α/β of each run's activation (solid α, one colour
-/// per run; β in the same colour, labelled). Epochs are 1-based; epochs without an evaluation
+/// accuracy, test PGD accuracy (percent), and α/β of each run's activation (one colour per run;
+/// α solid, β dashed). The runs' legend is on the loss panel only (the colours are the same in
+/// every panel); epochs are ticked at integers. Epochs are 1-based; epochs without an evaluation
 /// leave a gap in the accuracy curves.
 pub fn plot_training_curves(runs: &[(String, Vec<EpochRecord>)]) -> Result<Figure, Error> {
     if runs.iter().all(|(_, r)| r.is_empty()) {
@@ -38,6 +39,7 @@ pub fn plot_training_curves(runs: &[(String, Vec<EpochRecord>)]) -> Result<Figur
                     .iter()
                     .filter_map(|r| f(r).map(|v| ((r.epoch + 1) as f64, v)))
                     .collect(),
+                dashed: false,
             })
             .filter(|c| !c.points.is_empty())
             .collect()
@@ -56,27 +58,36 @@ pub fn plot_training_curves(runs: &[(String, Vec<EpochRecord>)]) -> Result<Figur
                     .iter()
                     .filter_map(|r| r.activation.get(&name).map(|v| ((r.epoch + 1) as f64, *v)))
                     .collect(),
+                dashed: name != "alpha",
             });
         }
     }
-    let panel = |caption: &str, curves: Vec<Curve>| Panel {
+    // one legend of the runs (the colours are the same in every panel), one of α and β
+    let panel = |caption: &str, curves: Vec<Curve>, legend: bool| Panel {
         caption: caption.to_string(),
         curves,
-        legend: true,
+        legend,
         x,
         x_desc: "epoch",
+        integer_x: true,
     };
     let panels = vec![
-        panel("training loss", series(&|r| Some(r.train_loss))),
+        panel("training loss", series(&|r| Some(r.train_loss)), true),
         panel(
             "test accuracy, clean (%)",
             series(&|r| r.test_clean_accuracy.map(|a| 100.0 * a)),
+            false,
         ),
         panel(
             "test accuracy under PGD (%)",
             series(&|r| r.test_pgd_accuracy.map(|a| 100.0 * a)),
+            false,
         ),
-        panel("activation parameters (raw α, β)", params),
+        panel(
+            "activation parameters (raw α solid, β dashed)",
+            params,
+            true,
+        ),
     ];
     draw("Training curves", (2, 2), &panels, &PlotOptions::default())
 }

@@ -6,10 +6,14 @@ use crate::Error;
 
 /// A finished plot: an SVG document plus its title. Its `Debug` form is one short line (title
 /// and size), so a figure printed by mistake never floods a notebook with SVG source.
+///
+/// The document keeps its own width and height (for files and other viewers); shown in a
+/// notebook ([`Figure::evcxr_display`]) it scales to the cell ([`Figure::display_svg`]).
 #[derive(Clone, PartialEq)]
 pub struct Figure {
     title: String,
     svg: String,
+    max_width: Option<u32>,
 }
 
 impl std::fmt::Debug for Figure {
@@ -56,7 +60,20 @@ impl Figure {
         Self {
             title: title.into(),
             svg: svg.into(),
+            max_width: None,
         }
+    }
+
+    /// Shown in a notebook at most `px` wide (default: the SVG's own width).
+    pub fn with_max_width(mut self, px: Option<u32>) -> Self {
+        self.max_width = px;
+        self
+    }
+
+    /// The SVG as a notebook shows it: `width="100%"` of the cell, at most the figure's width
+    /// (or [`Figure::with_max_width`]), the aspect ratio kept by the `viewBox`.
+    pub fn display_svg(&self) -> String {
+        responsive(&self.svg, self.max_width)
     }
 
     /// The figure's title (also drawn at the top of the SVG).
@@ -74,7 +91,7 @@ impl Figure {
     pub fn evcxr_display(&self) {
         println!(
             "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
-            self.svg
+            self.display_svg()
         );
     }
 
@@ -130,10 +147,12 @@ mod tests {
             "<svg width=\"1200\" height=\"400\" viewBox=\"0 0 1200 400\" xmlns=\"x\">{}</svg>",
             "<rect/>".repeat(10_000)
         );
-        let figure = Figure::new("t", responsive(&svg, None));
+        let figure = Figure::new("t", svg.clone());
         let debug = format!("{figure:?}");
         assert!(debug.len() < 80, "{debug}");
-        let head = &figure.svg()[..figure.svg().find('>').unwrap()];
+        assert_eq!(figure.svg(), svg, "the document keeps its size");
+        let shown = figure.display_svg();
+        let head = &shown[..shown.find('>').unwrap()];
         assert_eq!(
             head,
             "<svg width=\"100%\" style=\"max-width: 1200px; height: auto\" viewBox=\"0 0 1200 400\" xmlns=\"x\""

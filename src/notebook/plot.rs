@@ -121,6 +121,7 @@ pub fn plot_activations_with(
             legend: order == 0,
             x: (lo, hi),
             x_desc: "x",
+            integer_x: false,
         })
         .collect();
     draw(&title, (1, 3), &panels, opts)
@@ -271,6 +272,7 @@ pub fn plot_pssilu_family_with(
                 legend: panels.is_empty(),
                 x: (lo, hi),
                 x_desc: "x",
+                integer_x: false,
             });
         }
     }
@@ -306,6 +308,8 @@ pub(super) struct Curve {
     pub(super) label: String,
     pub(super) color: RGBColor,
     pub(super) points: Vec<(f64, f64)>,
+    /// Drawn dashed (e.g. β beside the solid α of the same run).
+    pub(super) dashed: bool,
 }
 
 pub(super) struct Panel {
@@ -315,6 +319,8 @@ pub(super) struct Panel {
     /// The x range and its label.
     pub(super) x: (f64, f64),
     pub(super) x_desc: &'static str,
+    /// Ticks at integers only (epochs).
+    pub(super) integer_x: bool,
 }
 
 /// One curve per grid: its derivative of order `order` (0, 1, 2), coloured by position.
@@ -329,6 +335,7 @@ fn curves(grids: &[ShapeGrid], labels: &[String], order: usize) -> Vec<Curve> {
                 label: label.clone(),
                 color: PALETTE[i % PALETTE.len()],
                 points: grid.x.iter().copied().zip(ys.iter().copied()).collect(),
+                dashed: false,
             }
         })
         .collect()
@@ -376,10 +383,7 @@ pub(super) fn draw(
         }
         root.present().map_err(plot_error)?;
     }
-    Ok(Figure::new(
-        title,
-        super::figure::responsive(&svg, opts.max_width),
-    ))
+    Ok(Figure::new(title, svg).with_max_width(opts.max_width))
 }
 
 fn draw_panel(
@@ -396,11 +400,24 @@ fn draw_panel(
         .y_label_area_size(3 * font + 10)
         .build_cartesian_2d(lo..hi, y_lo..y_hi)
         .map_err(plot_error)?;
+    let span = (hi - lo).round().max(1.0) as usize;
+    let x_ticks = if panel.integer_x {
+        (span + 1).min(11)
+    } else {
+        10
+    };
     chart
         .configure_mesh()
         .light_line_style(WHITE)
         .x_desc(panel.x_desc)
-        .x_label_formatter(&|x| tick_label(*x))
+        .x_labels(x_ticks)
+        .x_label_formatter(&|x| {
+            if panel.integer_x && (x - x.round()).abs() > 1e-9 {
+                String::new()
+            } else {
+                tick_label(*x)
+            }
+        })
         .y_label_formatter(&|y| tick_label(*y))
         .label_style((FONT, font))
         .axis_desc_style((FONT, font))
@@ -408,17 +425,30 @@ fn draw_panel(
         .map_err(plot_error)?;
     for curve in &panel.curves {
         let style = curve.color.stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(curve.points.iter().copied(), style))
+        let series = if curve.dashed {
+            chart.draw_series(DashedLineSeries::new(
+                curve.points.iter().copied(),
+                7,
+                5,
+                style,
+            ))
+        } else {
+            chart.draw_series(LineSeries::new(curve.points.iter().copied(), style))
+        };
+        let dashed = curve.dashed;
+        series
             .map_err(plot_error)?
             .label(curve.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+            .legend(move |(x, y)| {
+                let end = if dashed { x + 8 } else { x + 18 };
+                PathElement::new(vec![(x, y), (end, y)], style)
+            });
     }
     if panel.legend {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.7))
             .border_style(BLACK.mix(0.4))
             .label_font((FONT, font))
             .draw()
@@ -463,7 +493,7 @@ fn tick_label(value: f64) -> String {
     }
 }
 
-fn plot_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
+pub(super) fn plot_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
     Error::Io(format!("plotting failed: {e}"))
 }
 
@@ -582,14 +612,14 @@ mod tests {
             plot_paper_activations().unwrap(),
             plot_pssilu_family(&[0.5, 1.0, 2.0, 5.0], &[0.0, 0.1, 0.3]).unwrap(),
         ] {
-            let svg = figure.svg();
-            let head = &svg[..svg.find('>').unwrap()];
+            let shown_svg = figure.display_svg();
+            let head = &shown_svg[..shown_svg.find('>').unwrap()];
             assert!(
                 head.contains("width=\"100%\"") && head.contains("viewBox"),
                 "{head}"
             );
             assert!(!head.contains("height=\""), "{head}");
-            let (font, width) = smallest_font_and_width(svg);
+            let (font, width) = smallest_font_and_width(figure.svg());
             let shown = font * (1000.0 / width).min(1.0);
             assert!(
                 shown >= 11.0,
@@ -609,7 +639,7 @@ mod tests {
             "{}",
             &f.svg()[..120]
         );
-        assert!(f.svg().contains("max-width: 700px"));
+        assert!(f.display_svg().contains("max-width: 700px"));
         assert!(f.title().contains("[-2, 1]"));
         let bad = PlotOptions {
             font_size: 2,

@@ -66,17 +66,7 @@ impl ShapeTable {
 
     /// The table as an HTML `<table>`.
     pub fn to_html(&self) -> String {
-        let mut html = String::from("<table>\n");
-        for (i, cells) in self.cells().iter().enumerate() {
-            let tag = if i == 0 { "th" } else { "td" };
-            html.push_str("<tr>");
-            for cell in cells {
-                html.push_str(&format!("<{tag}>{}</{tag}>", escape_html(cell)));
-            }
-            html.push_str("</tr>\n");
-        }
-        html.push_str("</table>");
-        html
+        html_table(&self.cells())
     }
 
     /// Shows the table inline in Jupyter as `text/html` (evcxr's display protocol).
@@ -91,27 +81,53 @@ impl ShapeTable {
 impl fmt::Display for ShapeTable {
     /// A plain text table: the name left-aligned, numbers right-aligned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells = self.cells();
-        let mut widths = [0; COLUMNS];
-        for row in &cells {
-            for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        for row in &cells {
-            let mut line = String::new();
-            for (column, (cell, &width)) in row.iter().zip(&widths).enumerate() {
-                let pad = " ".repeat(width - cell.chars().count());
-                if column == 0 {
-                    line.push_str(&format!("{cell}{pad}"));
-                } else {
-                    line.push_str(&format!("  {pad}{cell}"));
-                }
-            }
-            writeln!(f, "{}", line.trim_end())?;
-        }
-        Ok(())
+        text_table(f, &self.cells(), 1)
     }
+}
+
+/// Rows of cells (header first) as an HTML `<table>`.
+pub(super) fn html_table<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let mut html = String::from("<table>\n");
+    for (i, cells) in rows.iter().enumerate() {
+        let tag = if i == 0 { "th" } else { "td" };
+        html.push_str("<tr>");
+        for cell in cells.as_ref() {
+            html.push_str(&format!("<{tag}>{}</{tag}>", escape_html(cell)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// Rows of cells (header first) as aligned plain text: the first `left` columns left-aligned,
+/// the others right-aligned, two spaces between columns.
+pub(super) fn text_table<R: AsRef<[String]>>(
+    f: &mut fmt::Formatter<'_>,
+    rows: &[R],
+    left: usize,
+) -> fmt::Result {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (column, (cell, &width)) in row.as_ref().iter().zip(&widths).enumerate() {
+            let pad = " ".repeat(width - cell.chars().count());
+            let sep = if column == 0 { "" } else { "  " };
+            if column < left {
+                line.push_str(&format!("{sep}{cell}{pad}"));
+            } else {
+                line.push_str(&format!("{sep}{pad}{cell}"));
+            }
+        }
+        writeln!(f, "{}", line.trim_end())?;
+    }
+    Ok(())
 }
 
 fn number(x: f64) -> String {
