@@ -377,10 +377,7 @@ impl ResultsTable {
 
     /// Shows the table inline in Jupyter as `text/html`.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        super::evcxr_show("text/html", &self.to_html());
     }
 }
 
@@ -474,7 +471,7 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
             .map_err(err)?;
         let series = [("clean", PALETTE[0], -0.18), ("PGD", PALETTE[3], 0.18)];
         for (name, color, dx) in series {
-            let bars: Vec<(f64, f64, f64, Vec<f64>)> = table
+            let bars: Vec<(f64, f64, &[f64])> = table
                 .rows
                 .iter()
                 .enumerate()
@@ -485,11 +482,11 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
                     } else {
                         r.pgd_mean
                     };
-                    (!m.is_nan()).then(|| (i as f64 + dx, 100.0 * m, 0.0, v.clone()))
+                    (!m.is_nan()).then_some((i as f64 + dx, 100.0 * m, v.as_slice()))
                 })
                 .collect();
             chart
-                .draw_series(bars.iter().map(|&(x, m, _, _)| {
+                .draw_series(bars.iter().map(|&(x, m, _)| {
                     Rectangle::new([(x - 0.16, 0.0), (x + 0.16, m)], color.mix(0.75).filled())
                 }))
                 .map_err(err)?
@@ -497,12 +494,12 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.mix(0.75).filled())
                 });
-            for (x, _, _, seeds) in &bars {
+            for &(x, _, seeds) in &bars {
                 let lo = seeds.iter().copied().fold(f64::INFINITY, f64::min) * 100.0;
                 let hi = seeds.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 100.0;
                 chart
                     .draw_series(std::iter::once(PathElement::new(
-                        vec![(*x, lo), (*x, hi)],
+                        vec![(x, lo), (x, hi)],
                         BLACK.stroke_width(2),
                     )))
                     .map_err(err)?;
@@ -510,7 +507,7 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
                     .draw_series(
                         seeds
                             .iter()
-                            .map(|v| Circle::new((*x, 100.0 * v), 3, BLACK.filled())),
+                            .map(|v| Circle::new((x, 100.0 * v), 3, BLACK.filled())),
                     )
                     .map_err(err)?;
             }

@@ -89,10 +89,7 @@ impl Figure {
     /// Shows the figure inline in Jupyter (evcxr's display protocol) as a true `image/svg+xml`
     /// output. evcxr calls this when a cell's last expression is a `Figure`.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
-            self.display_svg()
-        );
+        super::evcxr_show("image/svg+xml", &self.display_svg());
     }
 
     /// Writes the SVG to `path`, creating missing parent directories. The file is written under

@@ -41,3 +41,8 @@ pub fn output_dir() -> PathBuf {
         .filter(|dir| !dir.is_empty())
         .map_or_else(|| PathBuf::from("out"), PathBuf::from)
 }
+
+/// Prints `content` in evcxr's display protocol, so Jupyter shows it as `mime`.
+pub(crate) fn evcxr_show(mime: &str, content: &str) {
+    println!("EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
+}

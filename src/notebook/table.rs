@@ -71,10 +71,7 @@ impl ShapeTable {
 
     /// Shows the table inline in Jupyter as `text/html` (evcxr's display protocol).
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        super::evcxr_show("text/html", &self.to_html());
     }
 }
 
