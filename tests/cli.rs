@@ -192,6 +192,14 @@ fn errors_are_one_line_and_a_non_zero_exit() {
         (vec!["presets", "--show", "nope"], "unknown preset"),
         (vec!["collect", dir.to_str().unwrap()], "no finished runs"),
         (
+            vec!["shape-metrics", dir.to_str().unwrap()],
+            "neither a run (best.safetensors) nor a folder of finished runs",
+        ),
+        (
+            vec!["shape-metrics", dir.to_str().unwrap(), "--queries", "0"],
+            "square_queries",
+        ),
+        (
             vec!["sweep", "--config", cfg.to_str().unwrap(), "--shard", "2/2"],
             "",
         ),
@@ -270,6 +278,23 @@ fix_alpha = [0.25]
     assert!(std::fs::read_to_string(out.join("results.md"))
         .unwrap()
         .starts_with("| run |"));
+    // the shape metrics of every run of the sweep's folder, stored in each run
+    let r = run(&[
+        "shape-metrics",
+        out.join("mini").to_str().unwrap(),
+        "--n-examples",
+        "10",
+        "--queries",
+        "5",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(stdout(&r).matches("| radius ").count(), 2, "{}", stdout(&r));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prelu.join("shape_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["n_examples"], 10);
+    assert_eq!(m["config"]["square_queries"], 5);
+    assert!(m["average_radius"].as_f64().unwrap() >= 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

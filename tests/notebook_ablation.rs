@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use robust_paf::notebook::ablation::{
     learned_shapes, plot_accuracy_bars, results_table, run_or_collect, setup_from, NotebookMode,
 };
+use robust_paf::notebook::shape_sweep::{plot_shape_sweep, shape_sweep_table};
+use robust_paf::train::assess::{read_shape_metrics, ShapeMetricsConfig, SHAPE_METRICS_FILE};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("robust-paf-ablation-{}-{name}", std::process::id()));
@@ -90,6 +92,131 @@ fn quick_mode_trains_the_sweep_and_reuses_finished_runs() {
     let _ = std::fs::remove_dir_all(&runs);
 }
 
+/// Three tiny standard runs with a frozen shape: PReLU at two slopes, PSSiLU at one β.
+const SHAPE: &str = r#"
+name = "tiny-shape"
+base = "quick-standard"
+activations = ["prelu", "pssilu2"]
+seeds = [1]
+trainers = ["standard"]
+set = ["optim.epochs=1", "data.train_subset=40", "data.batch_size=20", "eval.n_examples=20",
+       "eval.batch_size=20", "eval.pgd=false"]
+[fix_alpha_for]
+prelu = [-0.25, 0.25]
+[fix_beta_for]
+pssilu2 = [0.3]
+"#;
+
+/// Quick mode computes the shape metrics of each standard run once (stored in the run, reused
+/// after), with the shape property of each frozen value; full mode reads the stored metrics and
+/// names the runs without them and the command; the figure has a panel column per family.
+#[test]
+fn shape_sweep_computes_metrics_once_and_full_mode_names_what_is_missing() {
+    let runs = tmp("shape");
+    let setup = setup_from(None, Some(runs.clone())).unwrap();
+    let outcome = run_or_collect(&setup, SHAPE, Path::new("unused.toml")).unwrap();
+    assert_eq!(outcome.runs.len(), 3);
+    let metrics = ShapeMetricsConfig {
+        n_examples: Some(10),
+        square_queries: 5,
+        ..ShapeMetricsConfig::quick()
+    };
+    let table = shape_sweep_table(&setup, &outcome, &metrics).unwrap();
+    assert_eq!(table.rows.len(), 3);
+    assert!(table.missing_metrics.is_empty() && table.command.is_none());
+    let prelu_neg = table.rows.iter().find(|r| r.value == -0.25).unwrap();
+    assert_eq!(
+        (prelu_neg.activation.as_str(), prelu_neg.parameter.as_str()),
+        ("prelu", "α")
+    );
+    assert!(
+        prelu_neg.positive_on_negative_inputs,
+        "PReLU α < 0: |x|-like"
+    );
+    assert!(
+        prelu_neg.curvature_at_zero.is_infinite(),
+        "PReLU has a kink at 0"
+    );
+    let prelu_pos = table.rows.iter().find(|r| r.value == 0.25).unwrap();
+    assert!(!prelu_pos.positive_on_negative_inputs);
+    let pssilu = table.rows.iter().find(|r| r.parameter == "β").unwrap();
+    assert_eq!((pssilu.activation.as_str(), pssilu.value), ("pssilu2", 0.3));
+    assert!(pssilu.positive_on_negative_inputs && pssilu.curvature_at_zero.is_finite());
+    for r in &table.rows {
+        assert!((0.0..=1.0).contains(&r.clean), "{r:?}");
+        assert!(
+            r.average_radius >= 0.0 && r.average_radius.is_finite(),
+            "{r:?}"
+        );
+        assert!((0.0..=1.0).contains(&r.square_success_rate), "{r:?}");
+        assert!(r.lipschitz.is_finite() && r.lipschitz >= 0.0, "{r:?}");
+        assert!(r.pgd.is_nan(), "no PGD evaluation was asked");
+    }
+    // stored and reused: a second call does not rewrite the files
+    let file = outcome.runs[0].dir.join(SHAPE_METRICS_FILE);
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let again = shape_sweep_table(&setup, &outcome, &metrics).unwrap();
+    assert_eq!(
+        format!("{again:?}"),
+        format!("{table:?}"),
+        "the same (NaN-safe)"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        before
+    );
+    assert!(read_shape_metrics(&outcome.runs[0].dir, Some(&metrics))
+        .unwrap()
+        .is_some());
+    assert!(
+        read_shape_metrics(&outcome.runs[0].dir, Some(&ShapeMetricsConfig::paper()))
+            .unwrap()
+            .is_none(),
+        "other settings: not reused"
+    );
+
+    let fig = plot_shape_sweep(&table, "tiny shape sweep").unwrap();
+    let svg = fig.svg();
+    assert!(
+        svg.contains("\nPReLU\n") && svg.contains("\nPSSiLU\n"),
+        "one column per family"
+    );
+    for label in [
+        "clean acc. (%)",
+        "avg. radius",
+        "Square succ. %",
+        "Lipschitz",
+    ] {
+        assert!(svg.contains(label), "{label}");
+    }
+    assert!(
+        !svg.contains("PGD acc."),
+        "no PGD metric in the table, no PGD row"
+    );
+    let text = table.to_string();
+    assert!(text.contains("α=-0.25") && text.contains("β=0.3"), "{text}");
+    let values: Vec<f64> = table.rows.iter().map(|r| r.value).collect();
+    assert_eq!(
+        values,
+        [-0.25, 0.25, 0.3],
+        "families in sweep order, values ascending"
+    );
+
+    // full mode: a run without stored metrics is named, with the command
+    std::fs::remove_file(&file).unwrap();
+    let full = setup_from(Some("full"), Some(runs.clone())).unwrap();
+    let t = shape_sweep_table(&full, &outcome, &metrics).unwrap();
+    assert_eq!(t.missing_metrics.len(), 1, "{:?}", t.missing_metrics);
+    assert!(!file.exists(), "full mode computes nothing");
+    let cmd = t.command.clone().unwrap();
+    assert!(cmd.starts_with("robust-paf shape-metrics "), "{cmd}");
+    assert!(
+        t.to_string().contains("1 run(s) without shape metrics"),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&runs);
+}
+
 #[test]
 fn bad_settings_are_errors() {
     assert!(setup_from(Some("fast"), None).is_err());
@@ -99,6 +226,17 @@ fn bad_settings_are_errors() {
     let full = setup_from(Some("full"), Some(runs)).unwrap();
     assert!(run_or_collect(&full, "", Path::new("/nonexistent/sweep.toml")).is_err());
     assert!(plot_accuracy_bars(&results_table(&[]), "empty").is_err());
+    let empty = robust_paf::notebook::shape_sweep::ShapeSweepTable {
+        rows: Vec::new(),
+        missing_metrics: Vec::new(),
+        command: None,
+    };
+    assert!(plot_shape_sweep(&empty, "empty").is_err());
+    let bad = ShapeMetricsConfig {
+        batch_size: 0,
+        ..ShapeMetricsConfig::quick()
+    };
+    assert!(bad.validate().is_err());
 }
 
 /// Every sweep file in `examples/sweeps/` (the full-mode sweeps of the notebooks among them)

@@ -462,6 +462,55 @@ trainers = ["standard", "pgd-at"]
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Per-family values (`fix_alpha_for`, `fix_beta_for`) replace the shared axis for their family
+/// only; a name that is no activation, has no such parameter or is not swept is an error.
+#[test]
+fn sweep_per_family_values_replace_the_shared_axis() {
+    let sweep = SweepConfig::from_toml(
+        r#"name = "shape"
+base = "quick-standard"
+activations = ["prelu", "psilu", "pssilu2"]
+fix_alpha = [1.0]
+[fix_alpha_for]
+prelu = [-0.25, 0.0, 0.25]
+[fix_beta_for]
+pssilu2 = [0.0, 0.4]
+"#,
+        "inline",
+    )
+    .unwrap();
+    let runs = sweep.expand(std::path::Path::new("."), &[]).unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "prelu_alpha-0.25_standard_seed12345",
+            "prelu_alpha0_standard_seed12345",
+            "prelu_alpha0.25_standard_seed12345",
+            "psilu_alpha1_standard_seed12345",
+            "pssilu2_alpha1_beta0_standard_seed12345",
+            "pssilu2_alpha1_beta0.4_standard_seed12345",
+        ],
+        "prelu: its own α; psilu: the shared α; pssilu2: shared α × its own β"
+    );
+    assert_eq!(runs[5].config.model.fix_beta, Some(0.4));
+    for (bad, what) in [
+        ("[fix_alpha_for]\nswish = [1.0]", "not an activation"),
+        ("[fix_beta_for]\nprelu = [0.1]", "no parameter beta"),
+        (
+            "[fix_alpha_for]\npelu = [0.5]",
+            "not one of the sweep's activations",
+        ),
+    ] {
+        let text =
+            format!("name = \"s\"\nbase = \"quick-standard\"\nactivations = [\"prelu\"]\n{bad}\n");
+        let e = SweepConfig::from_toml(&text, "inline")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what), "{bad}: {e}");
+    }
+}
+
 /// The CLI's models hold an `AnyActivation`: training one is training the concrete type (same
 /// metrics.jsonl, weights and checkpoint tensors), checkpoints move between the two both ways, and
 /// the tensors a kind does not use are neither trained nor saved (a ReLU file has no

@@ -10,6 +10,7 @@
 //!   epoch of training runs;
 //! - [`ablation`]: the ablation notebooks' sweeps (quick mode trains them live, full mode reads
 //!   finished paper-scale runs), their results table and accuracy bars;
+//! - [`shape_sweep`]: the shape ablation — metrics of frozen-shape runs against the parameter;
 //! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
 //!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
 //!   elsewhere.
@@ -21,6 +22,7 @@ pub mod ablation;
 mod curves;
 mod figure;
 mod plot;
+pub mod shape_sweep;
 mod table;
 
 use std::path::PathBuf;

@@ -13,10 +13,13 @@
 //!   resume, progress ([`run::train`]);
 //! - [`sweep`]: grids of runs, shards for Slurm arrays, and the table of their results;
 //! - [`data`]: the datasets a configuration names;
-//! - [`dispatch`]: from the names of a configuration to the compile-time model type.
+//! - [`dispatch`]: from the names of a configuration to the compile-time model type;
+//! - [`assess`]: evaluating saved checkpoints and runs (PGD, AutoAttack, the shape metrics),
+//!   with the model their checkpoint names (the one place `train` uses [`crate::eval`]).
 //!
 //! Everything is generic over the model and the device (CPU, CUDA).
 
+pub mod assess;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -28,6 +31,10 @@ pub mod sweep;
 
 use std::path::{Path, PathBuf};
 
+pub use assess::{
+    evaluate_checkpoint, run_shape_metrics, shape_metrics_of_checkpoint, ShapeMetrics,
+    ShapeMetricsConfig,
+};
 pub use checkpoint::{
     load_checkpoint, read_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta,
 };

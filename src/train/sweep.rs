@@ -18,8 +18,20 @@
 //!
 //! Axes left empty keep the base's value. A fixed α (β) is applied only to activations that
 //! have an α (a learnable β); for the others the axis collapses to one run, so no run is
-//! repeated.
+//! repeated. Each family of the shape ablation has its own meaningful range (a PReLU slope of
+//! −0.25 … 0.25, a PSiLU sharpness of 0.5 … 8): `fix_alpha_for` / `fix_beta_for` give an
+//! activation its own values, replacing `fix_alpha` / `fix_beta` for it:
+//!
+//! ```toml
+//! activations = ["prelu", "psilu", "pssilu2"]
+//! [fix_alpha_for]
+//! prelu = [-0.25, 0.0, 0.25]
+//! psilu = [0.5, 2.0, 8.0]
+//! [fix_beta_for]
+//! pssilu2 = [0.0, 0.2, 0.4]
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +58,12 @@ pub struct SweepConfig {
     pub fix_alpha: Vec<f64>,
     #[serde(default)]
     pub fix_beta: Vec<f64>,
+    /// Per-activation fixed α values (by code name), replacing `fix_alpha` for that activation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fix_alpha_for: BTreeMap<String, Vec<f64>>,
+    /// Per-activation fixed β values (by code name), replacing `fix_beta` for that activation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fix_beta_for: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     pub seeds: Vec<u64>,
     #[serde(default)]
@@ -91,6 +109,40 @@ impl SweepConfig {
                 value: format!("{:?}", s.name),
                 reason: "must be a non-empty directory name".into(),
             });
+        }
+        for (field, map) in [
+            ("fix_alpha_for", &s.fix_alpha_for),
+            ("fix_beta_for", &s.fix_beta_for),
+        ] {
+            for name in map.keys() {
+                let Some(kind) = ActivationKind::from_code_name(name) else {
+                    return Err(TrainError::Config {
+                        field: format!("{field}.{name}"),
+                        value: name.clone(),
+                        reason: "not an activation code name (relu, prelu, psilu, pssilu2, ...)"
+                            .into(),
+                    });
+                };
+                let wanted = if field == "fix_alpha_for" {
+                    "alpha"
+                } else {
+                    "beta"
+                };
+                if !kind.param_names().contains(&wanted) {
+                    return Err(TrainError::Config {
+                        field: format!("{field}.{name}"),
+                        value: name.clone(),
+                        reason: format!("{} has no parameter {wanted}", kind.name()),
+                    });
+                }
+                if !s.activations.is_empty() && !s.activations.contains(&kind) {
+                    return Err(TrainError::Config {
+                        field: format!("{field}.{name}"),
+                        value: name.clone(),
+                        reason: "is not one of the sweep's activations".into(),
+                    });
+                }
+            }
         }
         Ok(s)
     }
@@ -145,13 +197,14 @@ impl SweepConfig {
         let mut runs = Vec::new();
         for act in or_base(&self.activations) {
             let names = act.param_names();
+            let code = act.code_name();
             let alphas = if names.contains(&"alpha") {
-                opt_axis(&self.fix_alpha)
+                opt_axis(self.fix_alpha_for.get(code).unwrap_or(&self.fix_alpha))
             } else {
                 vec![None]
             };
             let betas = if names.contains(&"beta") {
-                opt_axis(&self.fix_beta)
+                opt_axis(self.fix_beta_for.get(code).unwrap_or(&self.fix_beta))
             } else {
                 vec![None]
             };

@@ -4,6 +4,7 @@
 //! robust-paf train --preset quick-pgd-at --set model.activation=relu --out out/relu
 //! robust-paf train --resume out/relu
 //! robust-paf eval --checkpoint out/relu/best.safetensors --autoattack fast
+//! robust-paf shape-metrics out/shape-standard --n-examples 1000
 //! robust-paf sweep --config sweep.toml --shard 0/4
 //! robust-paf collect out/shape-prelu
 //! robust-paf presets
@@ -21,19 +22,18 @@ use std::process::ExitCode;
 use interop_cmd::{cmd_export, cmd_import, CliError, ExportArgs, ImportArgs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dfdx::nn::BuildModule;
 use dfdx::tensor::Cpu;
 
-use robust_paf::eval::{evaluate, AaVersion, Epsilon, EvalConfig};
-use robust_paf::models::Classifier;
-use robust_paf::ops::{Backend, Elem};
+use robust_paf::eval::{AaVersion, Epsilon, EvalConfig};
 use robust_paf::progress::{self, Progress, Silent};
+use robust_paf::train::assess::{checkpoint_test_set, SHAPE_METRICS_FILE};
 use robust_paf::train::checkpoint::read_checkpoint;
 use robust_paf::train::config::{preset_or_error, PRESETS};
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
-    load_data, train_named, with_model, TrainConfig, TrainData, TrainError, WithModel,
+    evaluate_checkpoint, load_data, run_shape_metrics, train_named, ShapeMetricsConfig,
+    TrainConfig, TrainData, TrainError,
 };
 
 #[derive(Parser)]
@@ -60,6 +60,9 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint: clean accuracy, PGD, optionally AutoAttack
     Eval(EvalArgs),
+    /// The shape ablation's metrics of finished runs (average minimal radius, Square success
+    /// rate, empirical Lipschitz), written to RUN/shape_metrics.json
+    ShapeMetrics(ShapeMetricsArgs),
     /// Run a grid of trainings, or one deterministic share of it (Slurm arrays)
     Sweep(SweepArgs),
     /// Gather the summaries of finished runs under a folder into a table (CSV and Markdown)
@@ -145,6 +148,24 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct ShapeMetricsArgs {
+    /// Run directories (each with best.safetensors), or folders of runs (searched for
+    /// summary.json, e.g. a sweep's folder)
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Evaluate the first N test images only (default: all, as the paper)
+    #[arg(long)]
+    n_examples: Option<usize>,
+    /// Square attack queries per image (the official eval_std.py: 1000)
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
 struct SweepArgs {
     /// The sweep file (TOML: name, base, activations, fix_alpha, fix_beta, seeds, trainers)
     #[arg(long)]
@@ -187,34 +208,6 @@ struct PresetsArgs {
     show: Option<String>,
 }
 
-/// Loads a checkpoint and evaluates it.
-struct EvalJob<'a, D> {
-    checkpoint: &'a robust_paf::train::Checkpoint,
-    data: &'a robust_paf::data::ImageSet,
-    cfg: EvalConfig,
-    dev: D,
-}
-
-impl<D: Backend> WithModel<D> for EvalJob<'_, D> {
-    type Output = Result<robust_paf::eval::EvalReport, TrainError>;
-    fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
-        let mut model =
-            M::try_build(&self.dev).map_err(|e| robust_paf::Error::Device(format!("{e:?}")))?;
-        self.checkpoint.apply(&mut model, None)?;
-        model.eval();
-        let name = model.architecture();
-        let mut p = progress::auto();
-        Ok(evaluate(
-            &mut model,
-            &self.dev,
-            &name,
-            self.data,
-            &self.cfg,
-            p.as_mut(),
-        )?)
-    }
-}
-
 fn device_error(what: &str) -> TrainError {
     TrainError::Model(robust_paf::Error::Device(what.to_string()))
 }
@@ -234,6 +227,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Train(a) => Ok(cmd_train(a)?),
         Command::Eval(a) => Ok(cmd_eval(a)?),
+        Command::ShapeMetrics(a) => Ok(cmd_shape_metrics(a)?),
         Command::Sweep(a) => Ok(cmd_sweep(a)?),
         Command::Collect(a) => Ok(cmd_collect(a)?),
         Command::Presets(a) => Ok(cmd_presets(a)?),
@@ -354,17 +348,7 @@ fn parse_eps(s: &str) -> Result<Epsilon, TrainError> {
 
 fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
     let ckpt = read_checkpoint(&a.checkpoint)?;
-    let Some(mut cfg) = ckpt.meta.config.clone() else {
-        return Err(TrainError::Checkpoint {
-            path: a.checkpoint.clone(),
-            reason: "holds no training configuration (dataset unknown)".into(),
-        });
-    };
-    if let Some(d) = &a.data_dir {
-        cfg.data.dir = Some(d.clone());
-    }
-    cfg.data.synthetic = None;
-    let data = load_data(&cfg)?;
+    let (cfg, test) = checkpoint_test_set(&ckpt, &a.checkpoint, a.data_dir.as_deref())?;
     let eps = match &a.eps {
         Some(s) => parse_eps(s)?,
         None => Epsilon::Decimal(cfg.trainer.eps),
@@ -394,33 +378,26 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
             reason: "must be at least 1".into(),
         });
     }
-    let (arch, classes) = (cfg.model.arch, cfg.data.dataset.classes());
+    let mut p = progress::auto();
     let report = match a.device {
-        DeviceArg::Cpu => {
-            let job = EvalJob {
-                checkpoint: &ckpt,
-                data: &data.test,
-                cfg: eval_cfg,
-                dev: Cpu::seed_from_u64(a.seed),
-            };
-            with_model::<Cpu, _>(arch, classes, job)??
-        }
+        DeviceArg::Cpu => evaluate_checkpoint(
+            Cpu::seed_from_u64(a.seed),
+            &ckpt,
+            &cfg,
+            &test,
+            &eval_cfg,
+            p.as_mut(),
+        )?,
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
             {
                 let dev = dfdx::tensor::Cuda::try_seed_from_u64(a.seed)
                     .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
-                let job = EvalJob {
-                    checkpoint: &ckpt,
-                    data: &data.test,
-                    cfg: eval_cfg,
-                    dev,
-                };
-                with_model::<dfdx::tensor::Cuda, _>(arch, classes, job)??
+                evaluate_checkpoint(dev, &ckpt, &cfg, &test, &eval_cfg, p.as_mut())?
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (eval_cfg, arch, classes);
+                let _ = (eval_cfg, p);
                 return Err(device_error(
                     "this build has no CUDA support (rebuild with --features cuda)",
                 ));
@@ -450,6 +427,61 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
             .unwrap_or_default(),
         out.display()
     );
+    Ok(())
+}
+
+fn cmd_shape_metrics(a: ShapeMetricsArgs) -> Result<(), TrainError> {
+    let cfg = ShapeMetricsConfig {
+        n_examples: a.n_examples,
+        square_queries: a.queries,
+        batch_size: a.batch_size,
+        ..ShapeMetricsConfig::paper()
+    };
+    cfg.validate()?;
+    let mut dirs = Vec::new();
+    for r in &a.runs {
+        if r.join(robust_paf::train::run::BEST_FILE).is_file() {
+            dirs.push(r.clone());
+        } else {
+            let found = collect(r)?;
+            if found.is_empty() {
+                return Err(TrainError::RunDir {
+                    path: r.clone(),
+                    reason: "neither a run (best.safetensors) nor a folder of finished runs".into(),
+                });
+            }
+            dirs.extend(found.into_iter().map(|c| c.dir));
+        }
+    }
+    let mut p = progress::auto();
+    for (i, dir) in dirs.iter().enumerate() {
+        println!("[{}/{}] {}", i + 1, dirs.len(), dir.display());
+        let m = match a.device {
+            DeviceArg::Cpu => run_shape_metrics(dir, &cfg, p.as_mut())?,
+            DeviceArg::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    let dev = dfdx::tensor::Cuda::try_seed_from_u64(0)
+                        .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
+                    robust_paf::train::assess::run_shape_metrics_on(dev, dir, &cfg, p.as_mut())?
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    return Err(device_error(
+                        "this build has no CUDA support (rebuild with --features cuda)",
+                    ));
+                }
+            }
+        };
+        println!(
+            "  clean {} | radius {:.5} | Square {:.2}% | Lipschitz {:.4} -> {}",
+            fmt_acc(Some(m.clean_accuracy)),
+            m.average_radius,
+            100.0 * m.square_success_rate,
+            m.lipschitz,
+            dir.join(SHAPE_METRICS_FILE).display()
+        );
+    }
     Ok(())
 }
 
