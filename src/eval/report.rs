@@ -60,6 +60,10 @@ pub struct EvalConfig {
     pub n_examples: Option<usize>,
     pub batch_size: usize,
     pub seed: u64,
+    /// AutoAttack's state file: saved after every attack; an interrupted evaluation run again
+    /// with the same file continues after the last attack it finished ([`run_autoattack`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattack_state: Option<std::path::PathBuf>,
 }
 
 impl EvalConfig {
@@ -73,6 +77,7 @@ impl EvalConfig {
             n_examples: None,
             batch_size: 128,
             seed: 0,
+            autoattack_state: None,
         }
     }
     /// RobustBench's protocol: standard AutoAttack at exactly 8/255, no PGD.
@@ -243,7 +248,8 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
                 batch_size: cfg.batch_size,
                 seed: cfg.seed,
             };
-            let r = run_autoattack(model, dev, &images, &labels, &aa_cfg, None, progress)?;
+            let state = cfg.autoattack_state.as_deref();
+            let r = run_autoattack(model, dev, &images, &labels, &aa_cfg, state, progress)?;
             (r.state.robust_accuracy_after, Some(r.robust_accuracy))
         }
         None => (Vec::new(), None),

@@ -2,7 +2,8 @@
 //! §3.6 for what the official checkpoints hold; `docs/reproduction.md`): read the official code's
 //! `model_best.pth.tar` and RobustBench's checkpoints **without executing pickle code**
 //! ([`torch_file`]), map their keys onto the crate's models and write them back in PyTorch's
-//! names and layouts ([`state_dict`]).
+//! names and layouts ([`state_dict`]); [`import`] turns a PyTorch file into a crate checkpoint
+//! that can be evaluated (`robust-paf import`, notebook 05).
 //!
 //! The reader is the `pytorch-reader` crate (the Burn project's, MIT/Apache-2.0): a pickle
 //! stack machine that knows tensors, storages and ordered dicts and never calls anything it
@@ -10,11 +11,13 @@
 //! ones `torch.save` writes for tensors, so a file that would run code under `torch.load` is an
 //! error naming the global, not a silently skipped object.
 
+pub mod import;
 pub mod state_dict;
 pub mod torch_file;
 
 use std::path::PathBuf;
 
+pub use import::{import_torch_checkpoint, Imported};
 pub use state_dict::{export_state_dict, import_state_dict, write_torch_safetensors, Site};
 pub use torch_file::{read_torch_state_dict, TorchStateDict, TorchTensor};
 
@@ -50,4 +53,7 @@ pub enum InteropError {
     /// The model rejected a value (an activation parameter out of range, a device error).
     #[error(transparent)]
     Model(#[from] crate::Error),
+    /// The configuration or the crate checkpoint of an import ([`import_torch_checkpoint`]).
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
 }

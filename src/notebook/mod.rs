@@ -10,6 +10,8 @@
 //!   epoch of training runs;
 //! - [`ablation`]: the ablation notebooks' sweeps (quick mode trains them live, full mode reads
 //!   finished paper-scale runs), their results table and accuracy bars;
+//! - [`evaluation`]: import a PyTorch checkpoint and check it, evaluate a checkpoint file (PGD,
+//!   each AutoAttack attack), interrupt and resume AutoAttack, the RobustBench-style record;
 //! - [`shape_sweep`]: the shape ablation — metrics of frozen-shape runs against the parameter;
 //! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
 //!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
@@ -20,6 +22,7 @@
 
 pub mod ablation;
 mod curves;
+pub mod evaluation;
 mod figure;
 mod plot;
 pub mod shape_sweep;

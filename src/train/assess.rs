@@ -19,8 +19,8 @@ use super::{load_data, TrainConfig, TrainError};
 use crate::attacks::AttackModel;
 use crate::data::ImageSet;
 use crate::eval::{
-    average_radius, empirical_lipschitz, evaluate, square_success_rate, EvalConfig, EvalReport,
-    RadiusConfig,
+    average_radius, empirical_lipschitz, evaluate, run_autoattack, square_success_rate,
+    AutoAttackConfig, AutoAttackReport, EvalConfig, EvalReport, RadiusConfig,
 };
 use crate::models::Classifier;
 use crate::ops::{Backend, Elem};
@@ -132,6 +132,116 @@ pub fn evaluate_checkpoint<D: Backend>(
     )
 }
 
+/// Eval-mode logits of the checkpoint's model (on the CPU) for `n` host images (NHWC, `[0, 1]`),
+/// `n · classes` values.
+pub fn logits_of_checkpoint(
+    ckpt: &Checkpoint,
+    train_cfg: &TrainConfig,
+    images: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, TrainError> {
+    struct Job<'a> {
+        images: &'a [f32],
+        n: usize,
+    }
+    impl<D: Backend> OnModel<D> for Job<'_> {
+        type Output = Result<Vec<f32>, TrainError>;
+        fn call<M: Classifier<D>>(self, m: &mut M, dev: &D) -> Self::Output {
+            let f = <M as AttackModel<D>>::Height::SIZE
+                * <M as AttackModel<D>>::Width::SIZE
+                * <M as AttackModel<D>>::Channels::SIZE;
+            if self.images.len() != self.n * f {
+                return Err(crate::Error::InvalidParameter {
+                    name: "images",
+                    value: self.images.len() as f64,
+                    reason: "expected n · H·W·C values for the model's input",
+                }
+                .into());
+            }
+            Ok(crate::attacks::logits_of(m, dev, self.images, self.n)?)
+        }
+    }
+    let dev = dfdx::tensor::Cpu::seed_from_u64(0);
+    with_checkpoint_model(ckpt, train_cfg, dev, Job { images, n })
+}
+
+/// AutoAttack ([`run_autoattack`]) of the checkpoint's model on the first `n_examples` test
+/// images, resumable: with `state`, the state is saved after every attack and a run that was
+/// interrupted (a kill, or `progress` reporting [`Progress::cancelled`]) continues from the
+/// attacks it had finished.
+#[allow(clippy::too_many_arguments)]
+pub fn autoattack_checkpoint<D: Backend>(
+    dev: D,
+    ckpt: &Checkpoint,
+    train_cfg: &TrainConfig,
+    test: &ImageSet,
+    cfg: &AutoAttackConfig,
+    n_examples: Option<usize>,
+    state: Option<&Path>,
+    progress: &mut dyn Progress,
+) -> Result<AutoAttackReport, TrainError> {
+    struct Job<'a> {
+        test: &'a ImageSet,
+        cfg: &'a AutoAttackConfig,
+        n: Option<usize>,
+        state: Option<&'a Path>,
+        progress: &'a mut dyn Progress,
+    }
+    impl<D: Backend> OnModel<D> for Job<'_> {
+        type Output = Result<AutoAttackReport, TrainError>;
+        fn call<M: Classifier<D>>(self, m: &mut M, dev: &D) -> Self::Output {
+            let (images, labels) = first_images::<M, D>(self.test, self.n)?;
+            Ok(run_autoattack(
+                m,
+                dev,
+                &images,
+                &labels,
+                self.cfg,
+                self.state,
+                self.progress,
+            )?)
+        }
+    }
+    with_checkpoint_model(
+        ckpt,
+        train_cfg,
+        dev,
+        Job {
+            test,
+            cfg,
+            n: n_examples,
+            state,
+            progress,
+        },
+    )
+}
+
+/// The first `n` (all: `None`) images of `test` as `[0, 1]` floats and their labels, checked
+/// against the model's input and class count.
+fn first_images<M: Classifier<D>, D: Backend>(
+    test: &ImageSet,
+    n: Option<usize>,
+) -> Result<(Vec<f32>, Vec<usize>), TrainError> {
+    let f = <M as AttackModel<D>>::Height::SIZE
+        * <M as AttackModel<D>>::Width::SIZE
+        * <M as AttackModel<D>>::Channels::SIZE;
+    if f != crate::data::IMAGE_BYTES || test.classes > <M as AttackModel<D>>::Classes::SIZE {
+        return Err(crate::Error::InvalidParameter {
+            name: "model",
+            value: f as f64,
+            reason: "does not take the data set's 32×32×3 images or classes",
+        }
+        .into());
+    }
+    let n = n.unwrap_or(test.len()).min(test.len());
+    let images = test.pixels()[..n * f]
+        .iter()
+        .map(|&v| v as f32 / 255.0)
+        .collect();
+    let labels = test.labels()[..n].iter().map(|&l| l as usize).collect();
+    Ok((images, labels))
+}
+
 /// Settings of the shape-ablation metrics (the official `eval_std.py`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShapeMetricsConfig {
@@ -241,32 +351,8 @@ pub fn shape_metrics_of_checkpoint<D: Backend>(
         type Output = Result<ShapeMetrics, TrainError>;
         fn call<M: Classifier<D>>(self, m: &mut M, dev: &D) -> Self::Output {
             let started = Instant::now();
-            let f = <M as AttackModel<D>>::Height::SIZE
-                * <M as AttackModel<D>>::Width::SIZE
-                * <M as AttackModel<D>>::Channels::SIZE;
-            if f != crate::data::IMAGE_BYTES
-                || self.test.classes > <M as AttackModel<D>>::Classes::SIZE
-            {
-                return Err(crate::Error::InvalidParameter {
-                    name: "model",
-                    value: f as f64,
-                    reason: "does not take the data set's 32×32×3 images or classes",
-                }
-                .into());
-            }
-            let n = self
-                .cfg
-                .n_examples
-                .unwrap_or(self.test.len())
-                .min(self.test.len());
-            let images: Vec<f32> = self.test.pixels()[..n * f]
-                .iter()
-                .map(|&v| v as f32 / 255.0)
-                .collect();
-            let labels: Vec<usize> = self.test.labels()[..n]
-                .iter()
-                .map(|&l| l as usize)
-                .collect();
+            let (images, labels) = first_images::<M, D>(self.test, self.cfg.n_examples)?;
+            let n = labels.len();
             let bs = self.cfg.batch_size;
             let mut radius = self.cfg.radius.clone();
             radius.batch_size = bs;

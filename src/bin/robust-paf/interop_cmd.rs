@@ -7,13 +7,11 @@ use clap::Args;
 use dfdx::nn::BuildModule;
 use dfdx::tensor::Cpu;
 
-use robust_paf::activations::Activation;
-use robust_paf::interop::{import_state_dict, read_torch_state_dict, write_torch_safetensors};
-use robust_paf::interop::{InteropError, TorchStateDict};
+use robust_paf::interop::{import_torch_checkpoint, write_torch_safetensors, InteropError};
 use robust_paf::models::Classifier;
 use robust_paf::ops::Elem;
-use robust_paf::train::checkpoint::{read_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta};
-use robust_paf::train::{with_model, TrainConfig, TrainError, WithModel};
+use robust_paf::train::checkpoint::{read_checkpoint, Checkpoint};
+use robust_paf::train::{with_model, TrainError, WithModel};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -31,7 +29,8 @@ pub struct ImportArgs {
     /// Fixed-β PSSiLU's β (not in the state_dict; the official default is 0.3 for training)
     #[arg(long)]
     pssilu_beta: Option<f64>,
-    /// The dataset the model was trained on (sets the class count and the evaluation data)
+    /// The dataset the model was trained on (sets the class count and the evaluation data):
+    /// cifar10, cifar100, or fashion-mnist-subset (the quick models)
     #[arg(long, default_value = "cifar10")]
     dataset: String,
     /// Folder for `model.safetensors`, the crate's checkpoint of the imported model
@@ -62,39 +61,6 @@ fn device(e: impl std::fmt::Debug) -> InteropError {
     InteropError::Model(robust_paf::Error::Device(format!("{e:?}")))
 }
 
-struct ImportJob<'a> {
-    sd: &'a TorchStateDict,
-    cfg: &'a TrainConfig,
-    out: &'a Path,
-}
-
-impl WithModel<Cpu> for ImportJob<'_> {
-    type Output = Result<PathBuf, CliError>;
-    fn run<M: Classifier<Cpu> + BuildModule<Cpu, Elem>>(self) -> Self::Output {
-        let dev = Cpu::default();
-        let mut model = M::try_build(&dev).map_err(device)?;
-        model.try_init_paper().map_err(device)?;
-        let act = model.activation_mut();
-        act.try_set_kind(self.cfg.model.activation)
-            .map_err(InteropError::Model)?;
-        if let Some(b) = self.cfg.model.pssilu_beta {
-            act.set_parameter("beta", b).map_err(InteropError::Model)?;
-        }
-        import_state_dict(&mut model, self.sd)?;
-        std::fs::create_dir_all(self.out).map_err(|e| InteropError::Write {
-            path: self.out.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let path = self.out.join("model.safetensors");
-        let meta = CheckpointMeta {
-            config: Some(self.cfg.clone()),
-            ..CheckpointMeta::describe(&model)
-        };
-        save_checkpoint(&path, &model, None, &meta)?;
-        Ok(path)
-    }
-}
-
 struct ExportJob<'a> {
     ckpt: &'a Checkpoint,
     out: &'a Path,
@@ -111,47 +77,27 @@ impl WithModel<Cpu> for ExportJob<'_> {
     }
 }
 
-/// The evaluation preset an imported model's checkpoint records (dataset, threat model).
-fn base_preset(dataset: &str) -> Result<&'static str, TrainError> {
-    match dataset {
-        "cifar10" => Ok("cifar10-linf-resnet18"),
-        "cifar100" => Ok("cifar100-linf-wrn-28-10"),
-        other => Err(TrainError::Config {
-            field: "--dataset".into(),
-            value: other.into(),
-            reason: "expected cifar10 or cifar100".into(),
-        }),
-    }
-}
-
 pub fn cmd_import(a: ImportArgs) -> Result<(), CliError> {
-    let mut set = vec![
-        format!("model.arch={:?}", a.arch),
-        format!("model.activation={:?}", a.activation),
-    ];
-    if let Some(b) = a.pssilu_beta {
-        set.push(format!("model.pssilu_beta={b}"));
-    }
-    let cfg = TrainConfig::preset(base_preset(&a.dataset)?, &set)?;
-    let sd = read_torch_state_dict(&a.from)?;
-    let job = ImportJob {
-        sd: &sd,
-        cfg: &cfg,
-        out: &a.out,
-    };
-    let path = with_model::<Cpu, _>(cfg.model.arch, cfg.data.dataset.classes(), job)??;
+    let imp = import_torch_checkpoint(
+        &a.from,
+        &a.arch,
+        &a.activation,
+        a.pssilu_beta,
+        &a.dataset,
+        &a.out,
+    )?;
     println!(
         "imported {} ({} tensors{}) as {} / {} → {}",
         a.from.display(),
-        sd.tensors.len(),
-        if sd.prefix.is_empty() {
+        imp.tensors,
+        if imp.prefix.is_empty() {
             String::new()
         } else {
-            format!(", under `{}`", sd.prefix)
+            format!(", under `{}`", imp.prefix)
         },
-        cfg.model.arch,
-        cfg.model.activation.code_name(),
-        path.display()
+        imp.config.model.arch,
+        imp.config.model.activation.code_name(),
+        imp.checkpoint.display()
     );
     Ok(())
 }

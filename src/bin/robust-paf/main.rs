@@ -141,6 +141,11 @@ struct EvalArgs {
     /// Where to write the JSON report (default: <checkpoint>.eval.json)
     #[arg(long)]
     out: Option<PathBuf>,
+    /// AutoAttack's state file, saved after every attack: the same command run again after an
+    /// interruption continues after the last finished attack (use a new file for another
+    /// checkpoint: the state does not identify the weights)
+    #[arg(long)]
+    state: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -370,6 +375,7 @@ fn cmd_eval(a: EvalArgs) -> Result<(), TrainError> {
         n_examples: a.n_examples,
         batch_size: a.batch_size,
         seed: a.seed,
+        autoattack_state: a.state.clone(),
     };
     if a.batch_size == 0 {
         return Err(TrainError::Config {
