@@ -12,7 +12,7 @@ use plotters::prelude::*;
 
 use super::ablation::{run_or_collect, NotebookMode, NotebookSetup};
 use super::plot::{plot_error as err, PlotOptions, PALETTE};
-use super::table::{html_table, text_table};
+use super::table::{escape_html, html_table, text_table};
 use super::Figure;
 use crate::eval::{EvalConfig, EvalReport};
 use crate::interop::{import_torch_checkpoint, read_torch_state_dict, Imported, InteropError};
@@ -232,7 +232,9 @@ pub fn interrupt_autoattack(
 /// (each attacks only the images the ones before did not break) and the final number.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalTable {
+    /// "SmallCNN-PSSiLU: 24 test images, ℓ∞ ε = 0.031"
     pub title: String,
+    pub dataset: String,
     /// (what, accuracy in [0, 1])
     pub rows: Vec<(String, f64)>,
 }
@@ -249,11 +251,16 @@ pub fn eval_table(report: &EvalReport) -> EvalTable {
     if let Some(a) = report.autoattack_accuracy {
         rows.push(("AutoAttack (final)".to_string(), a));
     }
+    let norm = match report.norm {
+        crate::attacks::Norm::Linf => "ℓ∞",
+        crate::attacks::Norm::L2 => "ℓ2",
+    };
     EvalTable {
         title: format!(
-            "{} on {} ({} images, {:?} ε = {})",
-            report.model, report.dataset, report.n_examples, report.norm, report.eps_text
+            "{}: {} test images, {norm} ε = {}",
+            report.model, report.n_examples, report.eps_text
         ),
+        dataset: report.dataset.clone(),
         rows,
     }
 }
@@ -271,7 +278,12 @@ impl EvalTable {
 
     /// The table as HTML, its title above it.
     pub fn to_html(&self) -> String {
-        format!("<p>{}</p>\n{}", self.title, html_table(&self.cells()))
+        format!(
+            "<p>{} ({})</p>\n{}",
+            escape_html(&self.title),
+            escape_html(&self.dataset),
+            html_table(&self.cells())
+        )
     }
 
     /// Shows the table inline in Jupyter as `text/html`.
@@ -282,7 +294,7 @@ impl EvalTable {
 
 impl fmt::Display for EvalTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.title)?;
+        writeln!(f, "{} ({})", self.title, self.dataset)?;
         text_table(f, &self.cells(), 1)
     }
 }
@@ -360,6 +372,7 @@ pub fn plot_eval_table(table: &EvalTable) -> Result<Figure, crate::Error> {
         let mut chart = ChartBuilder::on(&root)
             .caption(&table.title, ("sans-serif", font + 2))
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(2 * font + 12)
             .y_label_area_size(300)
             .build_cartesian_2d(0.0f64..100.0, -0.5f64..(n as f64 - 0.5))
@@ -377,6 +390,7 @@ pub fn plot_eval_table(table: &EvalTable) -> Result<Figure, crate::Error> {
                     String::new()
                 }
             })
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .x_desc("accuracy (%)")
             .label_style(("sans-serif", font))
             .axis_desc_style(("sans-serif", font))

@@ -144,7 +144,7 @@ fn yes_no(flag: bool) -> String {
     if flag { "yes" } else { "no" }.to_string()
 }
 
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
