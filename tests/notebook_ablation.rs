@@ -260,5 +260,41 @@ fn example_sweeps_expand() {
         }
         n += 1;
     }
-    assert!(n >= 3);
+    assert!(n >= 7, "{n} sweep files");
+}
+
+/// With several trainers in one table, each bar names its trainer; with one, only the activation.
+#[test]
+fn bars_name_the_trainer_when_a_table_has_several() {
+    use robust_paf::notebook::ablation::{ResultsRow, ResultsTable};
+    let row = |trainer: &str| ResultsRow {
+        activation: "relu".into(),
+        trainer: trainer.into(),
+        fix_alpha: None,
+        fix_beta: None,
+        seeds: vec![1],
+        clean: vec![0.5],
+        clean_mean: 0.5,
+        clean_std: f64::NAN,
+        pgd: vec![0.3],
+        pgd_mean: 0.3,
+        pgd_std: f64::NAN,
+        parameters: Default::default(),
+    };
+    let two = ResultsTable {
+        rows: vec![row("pgd-at"), row("trades")],
+    };
+    let svg = plot_accuracy_bars(&two, "two trainers")
+        .unwrap()
+        .svg()
+        .to_string();
+    assert!(svg.contains("ReLU · pgd-at") && svg.contains("ReLU · trades"));
+    let one = ResultsTable {
+        rows: vec![row("pgd-at")],
+    };
+    let svg = plot_accuracy_bars(&one, "one trainer")
+        .unwrap()
+        .svg()
+        .to_string();
+    assert!(svg.contains("\nReLU\n") && !svg.contains("· pgd-at"));
 }

@@ -431,7 +431,20 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
     let font = opts.font_size;
     let width = (160 * n as u32 + 160).max(640);
     let height = 440;
-    let labels: Vec<String> = table.rows.iter().map(ResultsRow::label).collect();
+    // with several trainers in the table, each bar says which one ("ReLU · trades")
+    let trainers: std::collections::BTreeSet<&str> =
+        table.rows.iter().map(|r| r.trainer.as_str()).collect();
+    let labels: Vec<String> = table
+        .rows
+        .iter()
+        .map(|r| {
+            if trainers.len() > 1 {
+                format!("{} · {}", r.label(), r.trainer)
+            } else {
+                r.label()
+            }
+        })
+        .collect();
     let all: Vec<f64> = table
         .rows
         .iter()
