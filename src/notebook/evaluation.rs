@@ -205,7 +205,12 @@ pub fn interrupt_autoattack(
         done: Cell::new(0),
     };
     let dev = dfdx::tensor::Cpu::seed_from_u64(cfg.seed);
-    match evaluate_checkpoint(dev, &ckpt, &train_cfg, &test, cfg, &mut p) {
+    // only AutoAttack's state survives the interruption: no PGD to throw away
+    let aa_only = EvalConfig {
+        pgd: None,
+        ..cfg.clone()
+    };
+    match evaluate_checkpoint(dev, &ckpt, &train_cfg, &test, &aa_only, &mut p) {
         Err(TrainError::Model(crate::Error::Interrupted(_))) => {}
         Err(e) => return Err(e),
         Ok(_) => {
