@@ -100,8 +100,8 @@ pub fn shape_sweep_table(
 ) -> Result<ShapeSweepTable, TrainError> {
     struct Acc {
         row: ShapeSweepRow,
-        n: [usize; 6],
-        sums: [f64; 6],
+        n: [usize; 5],
+        sums: [f64; 5],
     }
     let mut acc: Vec<Acc> = Vec::new();
     let mut missing = Vec::new();
@@ -145,7 +145,6 @@ pub fn shape_sweep_table(
             stored.as_ref().map(|m| m.average_radius),
             stored.as_ref().map(|m| m.square_success_rate),
             stored.as_ref().map(|m| m.lipschitz),
-            None,
         ];
         let i = match acc.iter().position(|a| {
             a.row.activation == s.activation
@@ -172,8 +171,8 @@ pub fn shape_sweep_table(
                         positive_on_negative_inputs: false,
                         curvature_at_zero: f64::NAN,
                     },
-                    n: [0; 6],
-                    sums: [0.0; 6],
+                    n: [0; 5],
+                    sums: [0.0; 5],
                 });
                 acc.len() - 1
             }

@@ -19,8 +19,8 @@ use super::{load_data, TrainConfig, TrainError};
 use crate::attacks::AttackModel;
 use crate::data::ImageSet;
 use crate::eval::{
-    average_radius, empirical_lipschitz, evaluate, run_autoattack, square_success_rate,
-    AutoAttackConfig, AutoAttackReport, EvalConfig, EvalReport, RadiusConfig,
+    average_radius, empirical_lipschitz, evaluate, square_success_rate, EvalConfig, EvalReport,
+    RadiusConfig,
 };
 use crate::models::Classifier;
 use crate::ops::{Backend, Elem};
@@ -163,57 +163,6 @@ pub fn logits_of_checkpoint(
     }
     let dev = dfdx::tensor::Cpu::seed_from_u64(0);
     with_checkpoint_model(ckpt, train_cfg, dev, Job { images, n })
-}
-
-/// AutoAttack ([`run_autoattack`]) of the checkpoint's model on the first `n_examples` test
-/// images, resumable: with `state`, the state is saved after every attack and a run that was
-/// interrupted (a kill, or `progress` reporting [`Progress::cancelled`]) continues from the
-/// attacks it had finished.
-#[allow(clippy::too_many_arguments)]
-pub fn autoattack_checkpoint<D: Backend>(
-    dev: D,
-    ckpt: &Checkpoint,
-    train_cfg: &TrainConfig,
-    test: &ImageSet,
-    cfg: &AutoAttackConfig,
-    n_examples: Option<usize>,
-    state: Option<&Path>,
-    progress: &mut dyn Progress,
-) -> Result<AutoAttackReport, TrainError> {
-    struct Job<'a> {
-        test: &'a ImageSet,
-        cfg: &'a AutoAttackConfig,
-        n: Option<usize>,
-        state: Option<&'a Path>,
-        progress: &'a mut dyn Progress,
-    }
-    impl<D: Backend> OnModel<D> for Job<'_> {
-        type Output = Result<AutoAttackReport, TrainError>;
-        fn call<M: Classifier<D>>(self, m: &mut M, dev: &D) -> Self::Output {
-            let (images, labels) = first_images::<M, D>(self.test, self.n)?;
-            Ok(run_autoattack(
-                m,
-                dev,
-                &images,
-                &labels,
-                self.cfg,
-                self.state,
-                self.progress,
-            )?)
-        }
-    }
-    with_checkpoint_model(
-        ckpt,
-        train_cfg,
-        dev,
-        Job {
-            test,
-            cfg,
-            n: n_examples,
-            state,
-            progress,
-        },
-    )
 }
 
 /// The first `n` (all: `None`) images of `test` as `[0, 1]` floats and their labels, checked
