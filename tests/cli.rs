@@ -3,7 +3,7 @@
 //! errors are one line and a non-zero exit; sweep shards, skipping finished runs, Slurm's
 //! variables; `collect`; `eval`; `presets`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! both modes, average / global / 3×3/2/1 max pooling, and all twelve activations (PAPER.md §1.2)
 //! including negative raw α/β and PSSiLU at β = 1e-8.
 
-mod common;
+use crate::common;
 
 use common::*;
 use dfdx::prelude::*;

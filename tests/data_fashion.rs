@@ -486,3 +486,65 @@ fn full_debian_set_if_installed() {
     .unwrap();
     assert_eq!((raw.count, raw.rows, raw.cols), (10_000, 28, 28));
 }
+
+/// The extra set of notebook 04 (`data/fashion-mnist-subset/train-extra.npz`): a deflated
+/// `.npz` in the DDPM layout, 100 images per class, none of them in the embedded subset,
+/// padded like the subset. Golden values from the *original* Debian files (independent of the
+/// crate's readers), after checking the whole file against them:
+///
+/// ```python
+/// X = np.frombuffer(gzip.open(d + 'train-images-idx3-ubyte.gz').read()[16:], np.uint8).reshape(-1, 28, 28)
+/// Y = np.frombuffer(gzip.open(d + 'train-labels-idx1-ubyte.gz').read()[8:], np.uint8)
+/// rank = [#earlier images of the same class]; sel = np.where((rank >= 200) & (rank < 300))[0]
+/// z = np.load('train-extra.npz'); exp = np.zeros((1000, 32, 32, 3), np.uint8)
+/// exp[:, 2:30, 2:30, :] = X[sel][..., None]; assert (z['image'] == exp).all() and (z['label'] == Y[sel]).all()
+/// sel[[0, 1, 500, 999]] == [1872, 1878, 2500, 3185]; z['label'][:12]; z['image'][i].sum()
+/// ```
+#[test]
+fn extra_set_is_outside_the_subset_and_matches_the_original_files() {
+    use robust_paf::data::fashion_mnist::extra_npz_path;
+    use robust_paf::data::{open_npz_source, NpzImages};
+    let path = extra_npz_path();
+    assert!(path.is_file(), "{}", path.display());
+    let (src, in_memory) = open_npz_source(&path, 10).unwrap();
+    assert!(in_memory, "the bundled file is deflated: read into memory");
+    assert!(
+        NpzImages::open(&path, 10).is_err(),
+        "and cannot be memory-mapped"
+    );
+    let set = robust_paf::data::load_npz(&path, 10).unwrap();
+    assert_eq!((set.len(), src.len()), (1000, 1000));
+    assert_eq!(
+        set.labels()[..12],
+        [7, 1, 1, 1, 1, 7, 7, 7, 7, 1, 7, 1],
+        "file order kept"
+    );
+    let sum = |i: usize| set.image(i).iter().map(|&v| v as u64).sum::<u64>();
+    assert_eq!(
+        [sum(0), sum(1), sum(500), sum(999)],
+        [196038, 119208, 195648, 340836]
+    );
+    assert_eq!(set.image(0)[(16 * IMAGE_SIZE + 16) * CHANNELS], 226);
+    let mut per_class = [0; 10];
+    for &l in set.labels() {
+        per_class[l as usize] += 1;
+    }
+    assert_eq!(per_class, [100; 10]);
+    let sub = embedded();
+    let seen: std::collections::HashSet<&[u8]> = (0..sub.train.len())
+        .map(|i| sub.train.image(i))
+        .chain((0..sub.test.len()).map(|i| sub.test.image(i)))
+        .collect();
+    for i in 0..set.len() {
+        let img = set.image(i);
+        assert!(
+            !seen.contains(img),
+            "extra image {i} is in the embedded subset"
+        );
+        // padded like the subset: zero border, grey copied to R, G, B
+        assert!(img[..2 * IMAGE_SIZE * CHANNELS].iter().all(|&v| v == 0));
+        assert!(img
+            .chunks_exact(CHANNELS)
+            .all(|p| p[0] == p[1] && p[1] == p[2]));
+    }
+}

@@ -171,6 +171,35 @@ fn deflated_npz_streams_and_loads_with_i64_labels() {
     assert_eq!(set.pixels(), pattern(2, 7).as_slice());
 }
 
+/// `open_npz_source` (what a run's `data.synthetic` uses) maps a stored file and decompresses
+/// a deflated one into memory; both give the same images and labels.
+#[test]
+fn npz_source_maps_stored_and_loads_deflated() {
+    let dir = tmp("source");
+    let labels: Vec<u8> = vec![3, 1, 4, 1, 5];
+    let members = [("image", images_npy(4, 5)), ("label", labels_u8(&labels))];
+    let (stored, deflated) = (dir.join("s.npz"), dir.join("d.npz"));
+    write_npz(&stored, &members, STORED);
+    write_npz(&deflated, &members, DEFLATED);
+    let (a, a_mem) = robust_paf::data::open_npz_source(&stored, 10).unwrap();
+    let (b, b_mem) = robust_paf::data::open_npz_source(&deflated, 10).unwrap();
+    assert_eq!((a_mem, b_mem), (false, true));
+    assert_eq!((a.len(), b.len()), (5, 5));
+    let mut x = vec![0u8; IMAGE_BYTES];
+    let mut y = vec![0u8; IMAGE_BYTES];
+    for (i, &label) in labels.iter().enumerate() {
+        assert_eq!(a.read(i, &mut x).unwrap(), label as u16);
+        assert_eq!(b.read(i, &mut y).unwrap(), label as u16);
+        assert_eq!(x, y, "image {i}");
+        assert_eq!(x[7], px(4, i, 7));
+    }
+    // labels out of range are refused either way
+    for p in [&stored, &deflated] {
+        assert!(robust_paf::data::open_npz_source(p, 5).is_err());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn label_dtypes_and_cifar5m_keys() {
     let dir = tmp("dtypes");

@@ -39,6 +39,10 @@ fn quick_mode_trains_the_sweep_and_reuses_finished_runs() {
     let again = run_or_collect(&setup, QUICK, Path::new("unused.toml")).unwrap();
     assert_eq!(again.trained, 0, "finished runs are reused");
     assert_eq!(again.runs.len(), 2);
+    // an edited quick sweep does not silently show the old runs
+    let edited = QUICK.replace("optim.epochs=1", "optim.epochs=2");
+    let e = run_or_collect(&setup, &edited, Path::new("unused.toml")).unwrap_err();
+    assert!(e.to_string().contains("another configuration"), "{e}");
 
     let table = results_table(&again.runs);
     assert_eq!(table.rows.len(), 2);
@@ -272,6 +276,9 @@ fn bars_name_the_trainer_when_a_table_has_several() {
         trainer: trainer.into(),
         fix_alpha: None,
         fix_beta: None,
+        norm: Some("linf".into()),
+        eps: Some(0.031),
+        synthetic: None,
         seeds: vec![1],
         clean: vec![0.5],
         clean_mean: 0.5,
@@ -297,4 +304,158 @@ fn bars_name_the_trainer_when_a_table_has_several() {
         .svg()
         .to_string();
     assert!(svg.contains("\nReLU\n") && !svg.contains("· pgd-at"));
+
+    // the legend sits in the strip above the plot, never over a bar: its two marks (14 × 12)
+    // lie above every bar
+    let two = ResultsTable {
+        rows: vec![
+            ResultsRow {
+                clean: vec![1.0],
+                clean_mean: 1.0,
+                pgd: vec![1.0],
+                pgd_mean: 1.0,
+                ..row("pgd-at")
+            },
+            row("trades"),
+        ],
+    };
+    let svg = plot_accuracy_bars(&two, "full bars")
+        .unwrap()
+        .svg()
+        .to_string();
+    let rects: Vec<(f64, f64, f64, f64)> = svg
+        .split("<rect")
+        .skip(1)
+        .filter_map(|r| {
+            let attr = |n: &str| -> Option<f64> {
+                let i = r.find(&format!(" {n}=\""))? + n.len() + 3;
+                r[i..r[i..].find('"')? + i].parse().ok()
+            };
+            Some((attr("x")?, attr("y")?, attr("width")?, attr("height")?))
+        })
+        .collect();
+    let legend: Vec<_> = rects
+        .iter()
+        .filter(|r| r.2 == 14.0 && r.3 == 12.0)
+        .collect();
+    assert_eq!(legend.len(), 2, "{rects:?}");
+    let bars_top = rects
+        .iter()
+        .filter(|r| r.2 > 20.0 && r.2 < 100.0)
+        .map(|r| r.1)
+        .fold(f64::INFINITY, f64::min);
+    assert!(bars_top.is_finite(), "{rects:?}");
+    for l in legend {
+        assert!(
+            l.1 + l.3 < bars_top,
+            "legend {l:?} overlaps a bar (top {bars_top})"
+        );
+    }
+}
+
+/// Rows that differ only in threat model or extra data are separate configurations, and the
+/// table and bars say which is which: "ℓ2 ε=0.5", "+extra"; the gains table pairs real-only
+/// with extra-data rows and gives the PSSiLU − ReLU gap in each condition.
+#[test]
+fn threat_model_and_extra_data_are_named() {
+    use robust_paf::notebook::ablation::{ResultsRow, ResultsTable};
+    use robust_paf::notebook::synthetic::extra_data_gains;
+    let row = |act: &str, norm: &str, eps: f64, extra: bool, pgd: f64| ResultsRow {
+        activation: act.into(),
+        trainer: "pgd-at".into(),
+        fix_alpha: None,
+        fix_beta: None,
+        norm: Some(norm.into()),
+        eps: Some(eps),
+        synthetic: extra.then(|| "/x/train-extra.npz".into()),
+        seeds: vec![1],
+        clean: vec![0.8],
+        clean_mean: 0.8,
+        clean_std: f64::NAN,
+        pgd: vec![pgd],
+        pgd_mean: pgd,
+        pgd_std: f64::NAN,
+        parameters: Default::default(),
+    };
+    let l2 = ResultsTable {
+        rows: vec![
+            row("relu", "l2", 0.5, false, 0.3),
+            row("relu", "linf", 0.031, false, 0.3),
+        ],
+    };
+    let text = l2.to_string();
+    assert!(
+        text.contains("ℓ2 ε=0.5") && text.contains("ℓ∞ ε=0.031"),
+        "{text}"
+    );
+    let svg = plot_accuracy_bars(&l2, "l2").unwrap().svg().to_string();
+    assert!(
+        svg.contains("ReLU · ℓ2 ε=0.5"),
+        "bars name the threat model"
+    );
+
+    let t = ResultsTable {
+        rows: vec![
+            row("relu", "linf", 0.031, false, 0.30),
+            row("pssilu2", "linf", 0.031, false, 0.32),
+            row("relu", "linf", 0.031, true, 0.35),
+            row("pssilu2", "linf", 0.031, true, 0.40),
+            row("psilu", "linf", 0.031, true, 0.38),
+        ],
+    };
+    let text = t.to_string();
+    assert!(
+        text.contains("+ train-extra.npz") && text.contains("real only"),
+        "{text}"
+    );
+    let svg = plot_accuracy_bars(&t, "extra").unwrap().svg().to_string();
+    assert!(svg.contains("ReLU · +extra") && svg.contains("PSSiLU · real"));
+    let g = extra_data_gains(&t);
+    assert_eq!(g.rows.len(), 2, "PSiLU has no real-only run: left out");
+    assert_eq!(g.rows[1].activation, "pssilu2");
+    assert!(
+        (g.rows[1].pgd_extra - 0.40).abs() < 1e-12 && (g.rows[1].pgd_real - 0.32).abs() < 1e-12
+    );
+    assert!((g.pssilu_minus_relu_real.unwrap() - 2.0).abs() < 1e-9);
+    assert!((g.pssilu_minus_relu_extra.unwrap() - 5.0).abs() < 1e-9);
+    let text = g.to_string();
+    assert!(text.contains("+8.0") && text.contains("+5.0"), "{text}");
+}
+
+/// The bundled extra set mixed 1:1 into a quick sweep (notebook 04): the runs record it, their
+/// step saw real + extra images, and the table keeps them apart from real-only runs.
+#[test]
+fn extra_data_sweep_records_the_synthetic_set() {
+    use robust_paf::notebook::synthetic::{extra_data_gains, extra_set};
+    let runs = tmp("extra");
+    let setup = setup_from(None, Some(runs.clone())).unwrap();
+    let extra = extra_set().unwrap();
+    assert_eq!(extra.images, 1000);
+    assert_eq!(extra.per_class, vec![100; 10]);
+    let with_extra = QUICK.replace("name = \"tiny\"", "name = \"tiny-extra\"").replace(
+        "\"trainer.steps=2\",",
+        &format!(
+            "\"trainer.steps=2\", {}, \"data.synthetic.format=npz\", \"data.synthetic.per_batch=20\",",
+            extra.set_override()
+        ),
+    );
+    let real = run_or_collect(&setup, QUICK, Path::new("unused.toml")).unwrap();
+    let mixed = run_or_collect(&setup, &with_extra, Path::new("unused.toml")).unwrap();
+    assert_eq!(mixed.trained, 2);
+    let s = &mixed.runs[0].summary;
+    assert_eq!(
+        s.synthetic.as_deref(),
+        Some(extra.path.to_str().unwrap()),
+        "the summary names the extra set"
+    );
+    assert_eq!((s.norm.as_deref(), s.eps), (Some("linf"), Some(0.031)));
+    // 40 real images, 20 + 20 per step: 2 steps, 80 images
+    let m = robust_paf::train::run::read_metrics(&mixed.runs[0].dir).unwrap();
+    assert_eq!((m[0].global_step, m[0].train_examples), (2, 80));
+    let table = results_table(&[real.runs, mixed.runs].concat());
+    assert_eq!(table.rows.len(), 4);
+    let g = extra_data_gains(&table);
+    assert_eq!(g.rows.len(), 2);
+    assert!(g.pssilu_minus_relu_real.is_some() && g.pssilu_minus_relu_extra.is_some());
+    let _ = std::fs::remove_dir_all(&runs);
 }

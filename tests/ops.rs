@@ -12,7 +12,7 @@
 //! - Batch norm's running statistics follow PyTorch (momentum 0.1, unbiased running variance),
 //!   with the expected numbers worked out by hand in the comments.
 
-mod common;
+use crate::common;
 
 use common::*;
 use dfdx::nn::{Module, ModuleMut};

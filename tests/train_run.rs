@@ -4,7 +4,7 @@
 //! one exactly; a diverging run stops with a clear error and an intact checkpoint; bad
 //! checkpoints and configurations are typed errors that change nothing.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! Also: the SGD update against PyTorch's formula written out, the β penalty and clip, frozen
 //! parameters skipped, and the warm-up / cosine schedule.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

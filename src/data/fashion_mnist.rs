@@ -73,6 +73,26 @@ pub const FILES: [&str; 4] = [
 pub const SUBSET_TRAIN_PER_CLASS: usize = 200;
 /// Test images per class in the embedded subset.
 pub const SUBSET_TEST_PER_CLASS: usize = 100;
+/// Training images per class in the extra set ([`extra_npz_path`]).
+pub const EXTRA_PER_CLASS: usize = 100;
+/// The extra set's file name in `data/fashion-mnist-subset/`.
+pub const EXTRA_FILE: &str = "train-extra.npz";
+
+/// The **extra set** committed beside the embedded subset, `data/fashion-mnist-subset/
+/// train-extra.npz` in the crate's source tree: 1,000 Fashion-MNIST training images (the next
+/// 100 of each class in file order, none of them in the subset), already padded to 32×32×3, as a
+/// deflated `.npz` in the layout of the synthetic DDPM sets (`image` u8 N×32×32×3, `label`).
+/// Notebook 04's quick mode mixes it 1:1 into the batches as a **stand-in for generated data**
+/// (real images, not DDPM samples), so the synthetic-data path runs on the embedded data.
+///
+/// The path is the source tree's (`CARGO_MANIFEST_DIR` at build time): it exists where the
+/// crate is built from a checkout (the notebooks, the tests, a CLI built there); use
+/// [`std::path::Path::is_file`] before relying on it elsewhere.
+pub fn extra_npz_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/fashion-mnist-subset")
+        .join(EXTRA_FILE)
+}
 
 const SUFFIX: &str = "28×28 grey padded to 32×32×3";
 const EMBEDDED_DIR: &str = "<embedded>/data/fashion-mnist-subset";

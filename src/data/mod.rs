@@ -25,4 +25,6 @@ pub use fashion_mnist::FashionMnist;
 pub use folder::{decode_png, ImageFolder};
 pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 pub use loader::{Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
-pub use npz::{load_npz, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES};
+pub use npz::{
+    load_npz, open_npz_source, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES,
+};

@@ -12,6 +12,8 @@
 //! - [`NpzStream`]: a sequential reader in chunks of bounded size, for *deflated* members
 //!   (`np.savez_compressed`, which cannot be random-accessed) as well as stored ones.
 //! - [`load_npz`]: everything into an [`ImageSet`].
+//! - [`open_npz_source`]: the mapping when the file allows it, memory otherwise (what a run's
+//!   `data.synthetic` uses).
 //! - [`ConcatSource`]: several [`ImageSource`]s (the CIFAR-5m parts) chained into one.
 //!
 //! The `.npy` header is parsed here (magic `\x93NUMPY`, versions 1.0/2.0/3.0, the header dict
@@ -1086,6 +1088,24 @@ pub fn load_npz(path: impl AsRef<Path>, classes: usize) -> Result<ImageSet, Data
         pixels.extend_from_slice(&p);
     }
     ImageSet::new(set_name(path), classes, pixels, labels, path)
+}
+
+/// Opens an `.npz` as an [`ImageSource`] whichever way it is stored: a *stored* image member
+/// (`np.savez`) is memory-mapped ([`NpzImages`], any size); a *deflated* one
+/// (`np.savez_compressed`) cannot be read at random, so it is decompressed into memory
+/// ([`load_npz`], `N × 3,072` bytes: 3 GB for a million images). The `bool` says which
+/// (`true`: in memory).
+pub fn open_npz_source(
+    path: impl AsRef<Path>,
+    classes: usize,
+) -> Result<(Box<dyn ImageSource>, bool), DataError> {
+    let path = path.as_ref();
+    check_classes(classes)?;
+    if Archive::open(path)?.image.deflated {
+        Ok((Box::new(load_npz(path, classes)?), true))
+    } else {
+        Ok((Box::new(NpzImages::open(path, classes)?), false))
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

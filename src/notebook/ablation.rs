@@ -23,9 +23,9 @@ use super::table::{html_table, shape_table, text_table, ShapeTable};
 use super::Figure;
 use crate::activations::{ActivationKind, ScalarActivation};
 use crate::progress::EpochLines;
-use crate::train::run::read_summary;
+use crate::train::run::{read_summary, CONFIG_FILE};
 use crate::train::sweep::{collect, Collected, SweepConfig};
-use crate::train::{load_data, train_named, RunMode, TrainError};
+use crate::train::{load_data, train_named, RunMode, TrainConfig, TrainError};
 
 /// Quick (train the small sweep live) or full (analyse finished paper-scale runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -181,6 +181,11 @@ pub fn run_or_collect(
     for run in &expanded {
         let run_dir = dir.join(&run.id);
         if read_summary(&run_dir)?.is_some() {
+            // quick mode reuses a finished run only if it is the run the sweep asks for now: an
+            // edited quick sweep (more epochs, other data) must not show stale results
+            if setup.mode == NotebookMode::Quick {
+                same_config(&run_dir, &run.config)?;
+            }
             continue;
         }
         if setup.mode == NotebookMode::Full {
@@ -224,6 +229,23 @@ pub fn run_or_collect(
     })
 }
 
+/// Errors unless `run_dir/config.toml` is `cfg`.
+fn same_config(run_dir: &Path, cfg: &TrainConfig) -> Result<(), TrainError> {
+    let path = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let on_disk = TrainConfig::from_toml(&text, &path.display().to_string())?;
+    if &on_disk == cfg {
+        Ok(())
+    } else {
+        Err(TrainError::RunDir {
+            path: run_dir.to_path_buf(),
+            reason: "holds a finished run of another configuration than the quick sweep's (was \
+                     the sweep edited?); delete that folder to retrain it, or rename the sweep"
+                .into(),
+        })
+    }
+}
+
 /// One configuration of a sweep (every seed of it) in a [`ResultsTable`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ResultsRow {
@@ -231,6 +253,12 @@ pub struct ResultsRow {
     pub trainer: String,
     pub fix_alpha: Option<f64>,
     pub fix_beta: Option<f64>,
+    /// The threat model of training and PGD evaluation: `"linf"` or `"l2"` (`None`: a summary
+    /// from before the crate recorded it).
+    pub norm: Option<String>,
+    pub eps: Option<f64>,
+    /// The synthetic (extra) images mixed 1:1 into the batches, if any (`data.synthetic.path`).
+    pub synthetic: Option<String>,
     pub seeds: Vec<u64>,
     /// Best-epoch clean accuracy per seed (fractions), and their mean and sample std.
     pub clean: Vec<f64>,
@@ -257,6 +285,33 @@ impl ResultsRow {
         }
         s
     }
+
+    /// "ℓ∞ ε=0.031", "ℓ2 ε=0.5" ("–" when the summary did not record it).
+    pub fn threat(&self) -> String {
+        let norm = match self.norm.as_deref() {
+            Some("linf") => "ℓ∞",
+            Some("l2") => "ℓ2",
+            Some(other) => other,
+            None => return "–".into(),
+        };
+        match self.eps {
+            Some(e) => format!("{norm} ε={}", short(e)),
+            None => norm.into(),
+        }
+    }
+
+    /// "real only", or "+ <file name of the synthetic set>".
+    pub fn data(&self) -> String {
+        match &self.synthetic {
+            None => "real only".into(),
+            Some(p) => format!(
+                "+ {}",
+                Path::new(p)
+                    .file_name()
+                    .map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned())
+            ),
+        }
+    }
 }
 
 /// Mean and spread over seeds of each configuration of a sweep: shown as HTML by evcxr, as
@@ -278,7 +333,8 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Groups `runs` by (activation, trainer, fixed α, fixed β), in the order of first appearance.
+/// Groups `runs` by (activation, trainer, fixed α, fixed β, threat model, synthetic data), in
+/// the order of first appearance.
 pub fn results_table(runs: &[Collected]) -> ResultsTable {
     let mut rows: Vec<ResultsRow> = Vec::new();
     for c in runs {
@@ -288,6 +344,9 @@ pub fn results_table(runs: &[Collected]) -> ResultsTable {
                 && r.trainer == s.trainer
                 && r.fix_alpha == s.fix_alpha
                 && r.fix_beta == s.fix_beta
+                && r.norm == s.norm
+                && r.eps == s.eps
+                && r.synthetic == s.synthetic
         };
         let i = match rows.iter().position(key) {
             Some(i) => i,
@@ -297,6 +356,9 @@ pub fn results_table(runs: &[Collected]) -> ResultsTable {
                     trainer: s.trainer.clone(),
                     fix_alpha: s.fix_alpha,
                     fix_beta: s.fix_beta,
+                    norm: s.norm.clone(),
+                    eps: s.eps,
+                    synthetic: s.synthetic.clone(),
                     seeds: Vec::new(),
                     clean: Vec::new(),
                     clean_mean: f64::NAN,
@@ -338,15 +400,42 @@ fn pct(mean: f64, std: f64) -> String {
 }
 
 impl ResultsTable {
-    fn cells(&self) -> Vec<[String; 6]> {
-        let mut out = vec![[
-            "activation".to_string(),
-            "trainer".into(),
-            "seeds".into(),
-            "clean (%)".into(),
-            "PGD (%)".into(),
-            "final α, β (raw)".into(),
-        ]];
+    /// True when the rows differ in `f` (a column or label part worth showing).
+    fn varies<T: PartialEq>(&self, f: impl Fn(&ResultsRow) -> T) -> bool {
+        let mut it = self.rows.iter().map(f);
+        it.next().is_some_and(|first| it.any(|v| v != first))
+    }
+
+    /// The bar / row label: the activation, plus the trainer, threat model and data when the
+    /// table holds several of them.
+    pub fn label(&self, r: &ResultsRow) -> String {
+        let mut s = r.label();
+        if self.varies(|r| r.trainer.clone()) {
+            s.push_str(&format!(" · {}", r.trainer));
+        }
+        if self.varies(|r| r.threat()) {
+            s.push_str(&format!(" · {}", r.threat()));
+        }
+        if self.varies(|r| r.synthetic.clone()) {
+            s.push_str(if r.synthetic.is_some() {
+                " · +extra"
+            } else {
+                " · real"
+            });
+        }
+        s
+    }
+
+    fn cells(&self) -> Vec<Vec<String>> {
+        let extra = self.rows.iter().any(|r| r.synthetic.is_some());
+        let mut head: Vec<String> = ["activation", "trainer", "threat model"]
+            .map(String::from)
+            .to_vec();
+        if extra {
+            head.push("data".into());
+        }
+        head.extend(["seeds", "clean (%)", "PGD (%)", "final α, β (raw)"].map(String::from));
+        let mut out = vec![head];
         for r in &self.rows {
             let params = r
                 .parameters
@@ -354,9 +443,11 @@ impl ResultsTable {
                 .map(|(k, v)| format!("{}={}", if k == "alpha" { "α" } else { "β" }, short(*v)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            out.push([
-                r.label(),
-                r.trainer.clone(),
+            let mut row = vec![r.label(), r.trainer.clone(), r.threat()];
+            if extra {
+                row.push(r.data());
+            }
+            row.extend([
                 r.seeds.len().to_string(),
                 pct(r.clean_mean, r.clean_std),
                 pct(r.pgd_mean, r.pgd_std),
@@ -366,6 +457,7 @@ impl ResultsTable {
                     params
                 },
             ]);
+            out.push(row);
         }
         out
     }
@@ -382,9 +474,15 @@ impl ResultsTable {
 }
 
 impl fmt::Display for ResultsTable {
-    /// A plain text table: activation and trainer left-aligned, the numbers right-aligned.
+    /// A plain text table: activation, trainer, threat model (and data) left-aligned, the
+    /// numbers right-aligned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        text_table(f, &self.cells(), 2)
+        let left = if self.rows.iter().any(|r| r.synthetic.is_some()) {
+            4
+        } else {
+            3
+        };
+        text_table(f, &self.cells(), left)
     }
 }
 
@@ -431,20 +529,8 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
     let font = opts.font_size;
     let width = (160 * n as u32 + 160).max(640);
     let height = 440;
-    // with several trainers in the table, each bar says which one ("ReLU · trades")
-    let trainers: std::collections::BTreeSet<&str> =
-        table.rows.iter().map(|r| r.trainer.as_str()).collect();
-    let labels: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| {
-            if trainers.len() > 1 {
-                format!("{} · {}", r.label(), r.trainer)
-            } else {
-                r.label()
-            }
-        })
-        .collect();
+    // with several trainers, threat models or data sets in the table, each bar says which
+    let labels: Vec<String> = table.rows.iter().map(|r| table.label(r)).collect();
     let all: Vec<f64> = table
         .rows
         .iter()
@@ -457,9 +543,37 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", font + 5))
+        // title left and legend right in a strip above the plot, so the legend never covers a
+        // bar
+        let (header, body) = root.split_vertically(2 * font + 16);
+        header
+            .draw(&Text::new(
+                title.to_string(),
+                (14, 8),
+                ("sans-serif", font + 5).into_font(),
+            ))
+            .map_err(err)?;
+        let series = [("clean", PALETTE[0], -0.18), ("PGD", PALETTE[3], 0.18)];
+        for (k, (name, color, _)) in series.iter().enumerate() {
+            let x = width as i32 - 14 - (series.len() - k) as i32 * (5 * font as i32 + 10);
+            let y = font as i32;
+            header
+                .draw(&Rectangle::new(
+                    [(x, y - 6), (x + 14, y + 6)],
+                    color.mix(0.75).filled(),
+                ))
+                .map_err(err)?;
+            header
+                .draw(&Text::new(
+                    name.to_string(),
+                    (x + 20, y - font as i32 / 2 - 1),
+                    ("sans-serif", font).into_font(),
+                ))
+                .map_err(err)?;
+        }
+        let mut chart = ChartBuilder::on(&body)
             .margin(14)
+            .margin_top(4)
             .x_label_area_size(2 * font + 10)
             .y_label_area_size(3 * font + 12)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0f64..y_hi)
@@ -482,7 +596,6 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
             .axis_desc_style(("sans-serif", font))
             .draw()
             .map_err(err)?;
-        let series = [("clean", PALETTE[0], -0.18), ("PGD", PALETTE[3], 0.18)];
         for (name, color, dx) in series {
             let bars: Vec<(f64, f64, &[f64])> = table
                 .rows
@@ -502,11 +615,7 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
                 .draw_series(bars.iter().map(|&(x, m, _)| {
                     Rectangle::new([(x - 0.16, 0.0), (x + 0.16, m)], color.mix(0.75).filled())
                 }))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.mix(0.75).filled())
-                });
+                .map_err(err)?;
             for &(x, _, seeds) in &bars {
                 let lo = seeds.iter().copied().fold(f64::INFINITY, f64::min) * 100.0;
                 let hi = seeds.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 100.0;
@@ -525,14 +634,6 @@ pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, c
                     .map_err(err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", font))
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(Figure::new(title, svg))

@@ -12,6 +12,8 @@
 //!   finished paper-scale runs), their results table and accuracy bars;
 //! - [`evaluation`]: import a PyTorch checkpoint and check it, evaluate a checkpoint file (PGD,
 //!   each AutoAttack attack), interrupt and resume AutoAttack, the RobustBench-style record;
+//! - [`synthetic`]: PGD-AT with extra images mixed 1:1 into the batches (notebook 04): the
+//!   bundled stand-in set, and what the extra data changed per activation;
 //! - [`shape_sweep`]: the shape ablation — metrics of frozen-shape runs against the parameter;
 //! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
 //!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
@@ -26,6 +28,7 @@ pub mod evaluation;
 mod figure;
 mod plot;
 pub mod shape_sweep;
+pub mod synthetic;
 mod table;
 
 use std::path::PathBuf;

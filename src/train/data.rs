@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use super::config::{default_data_dir, Dataset, SyntheticFormat, TrainConfig};
 use super::TrainError;
+use crate::data::npz::open_npz_source;
 use crate::data::{
     download_cifar10, download_cifar100, load_cifar, CifarVariant, DataError, Epoch, FashionMnist,
-    ImageFolder, ImageSet, ImageSource, Loader, LoaderConfig, MixedConfig, MixedLoader, NpzImages,
+    ImageFolder, ImageSet, ImageSource, Loader, LoaderConfig, MixedConfig, MixedLoader,
 };
 
 /// The data of a run.
@@ -67,12 +68,19 @@ pub fn load_data(cfg: &TrainConfig) -> Result<TrainData, TrainError> {
     let synthetic: Option<Arc<dyn ImageSource>> = match &d.synthetic {
         None => None,
         Some(s) => {
+            let mut note = "";
             let src: Arc<dyn ImageSource> = match s.format {
-                SyntheticFormat::Npz => Arc::new(NpzImages::open(&s.path, train.classes)?),
+                SyntheticFormat::Npz => {
+                    let (src, in_memory) = open_npz_source(&s.path, train.classes)?;
+                    if in_memory {
+                        note = " (deflated .npz, decompressed into memory)";
+                    }
+                    Arc::from(src)
+                }
                 SyntheticFormat::Folder => Arc::new(ImageFolder::open(&s.path)?),
             };
             description.push_str(&format!(
-                " + {} synthetic images from {}",
+                " + {} synthetic images from {}{note}",
                 src.len(),
                 s.path.display()
             ));

@@ -124,6 +124,16 @@ pub struct RunSummary {
     pub seed: u64,
     pub fix_alpha: Option<f64>,
     pub fix_beta: Option<f64>,
+    /// The threat model of training and of the PGD evaluation: `"linf"` or `"l2"` (absent from
+    /// summaries written before 0.1.0's Unreleased changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<String>,
+    /// Its radius ε.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    /// The synthetic images mixed 1:1 into the batches (`data.synthetic.path`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<String>,
     pub epochs: usize,
     pub steps: usize,
     /// `"pgd"` or `"clean"`: what chose the best epoch.
@@ -769,6 +779,19 @@ pub fn train<M: Classifier<D>, D: Backend>(
         seed: cfg.seed,
         fix_alpha: cfg.model.fix_alpha,
         fix_beta: cfg.model.fix_beta,
+        norm: Some(
+            match cfg.trainer.norm {
+                crate::attacks::Norm::Linf => "linf",
+                crate::attacks::Norm::L2 => "l2",
+            }
+            .into(),
+        ),
+        eps: Some(cfg.trainer.eps),
+        synthetic: cfg
+            .data
+            .synthetic
+            .as_ref()
+            .map(|s| s.path.display().to_string()),
         epochs: total_epochs,
         steps: pos.global_step,
         selection: match selection {
