@@ -459,3 +459,56 @@ fn extra_data_sweep_records_the_synthetic_set() {
     assert!(g.pssilu_minus_relu_real.is_some() && g.pssilu_minus_relu_extra.is_some());
     let _ = std::fs::remove_dir_all(&runs);
 }
+
+/// Seed-by-seed comparison (notebook 03's laptop-scale demonstration): runs are paired by seed,
+/// frozen-parameter runs and seeds without both activations are left out, wins count strict
+/// gains only.
+#[test]
+fn paired_seeds_compare_each_seed() {
+    use robust_paf::notebook::paired::paired_seeds;
+    use robust_paf::train::sweep::Collected;
+    let run = |act: &str, seed: u64, pgd: f64, fix_beta: Option<f64>| Collected {
+        dir: PathBuf::from(format!("{act}-{seed}")),
+        summary: serde_json::from_value(serde_json::json!({
+            "status": "finished", "name": "x", "architecture": "SmallCNN", "arch": "cnn-small",
+            "activation": act, "trainer": "pgd-at", "dataset": "fashion-mnist-subset",
+            "seed": seed, "fix_alpha": null, "fix_beta": fix_beta, "epochs": 1, "steps": 1,
+            "selection": "pgd", "best_epoch": 1, "best_clean_accuracy": pgd + 0.1,
+            "best_pgd_accuracy": pgd, "final_clean_accuracy": null, "final_pgd_accuracy": null,
+            "final_train_loss": 1.0, "activation_parameters": {}, "test_examples": 10,
+            "seconds": 1.0, "crate_version": "0.1.0"
+        }))
+        .unwrap(),
+    };
+    let runs = vec![
+        run("relu", 1, 0.60, None),
+        run("relu", 2, 0.61, None),
+        run("relu", 3, 0.62, None),
+        run("relu", 4, 0.90, None),
+        run("pssilu2", 1, 0.62, None),
+        run("pssilu2", 2, 0.60, None),
+        run("pssilu2", 3, 0.65, None),
+        run("pssilu2", 4, 0.99, Some(0.3)),
+    ];
+    let p = paired_seeds(&runs, "pssilu2", "relu");
+    assert_eq!(p.rows.iter().map(|r| r.seed).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(p.wins(), 2);
+    let gains: Vec<f64> = p.rows.iter().map(|r| r.pgd_gain().unwrap()).collect();
+    for (g, want) in gains.iter().zip([2.0, -1.0, 3.0]) {
+        assert!((g - want).abs() < 1e-9, "{gains:?}");
+    }
+    let v = p.verdict();
+    assert!(
+        v.contains("PSSiLU's PGD accuracy is above ReLU's on 2 of 3 seeds"),
+        "{v}"
+    );
+    assert!(v.contains("+1.3 points"), "{v}");
+    let text = p.to_string();
+    assert!(
+        text.contains("PSSiLU − ReLU PGD") && text.contains("-1.0"),
+        "{text}"
+    );
+    assert!(paired_seeds(&runs, "psilu", "relu")
+        .verdict()
+        .starts_with("no seed"));
+}

@@ -229,6 +229,18 @@ pub fn run_or_collect(
     })
 }
 
+/// Reads the finished runs of the sweep file `sweep_file` from `setup.runs/<sweep name>/` in
+/// either mode, training nothing (runs too long for quick mode, such as notebook 03's
+/// laptop-scale demonstration); the outcome names the missing runs and the command that
+/// makes them.
+pub fn collect_sweep(setup: &NotebookSetup, sweep_file: &Path) -> Result<SweepOutcome, TrainError> {
+    let full = NotebookSetup {
+        mode: NotebookMode::Full,
+        runs: setup.runs.clone(),
+    };
+    run_or_collect(&full, "", sweep_file)
+}
+
 /// Errors unless `run_dir/config.toml` is `cfg`.
 fn same_config(run_dir: &Path, cfg: &TrainConfig) -> Result<(), TrainError> {
     let path = run_dir.join(CONFIG_FILE);

@@ -12,6 +12,7 @@
 //!   finished paper-scale runs), their results table and accuracy bars;
 //! - [`evaluation`]: import a PyTorch checkpoint and check it, evaluate a checkpoint file (PGD,
 //!   each AutoAttack attack), interrupt and resume AutoAttack, the RobustBench-style record;
+//! - [`paired`]: two activations compared seed by seed (wins, mean gain);
 //! - [`synthetic`]: PGD-AT with extra images mixed 1:1 into the batches (notebook 04): the
 //!   bundled stand-in set, and what the extra data changed per activation;
 //! - [`shape_sweep`]: the shape ablation — metrics of frozen-shape runs against the parameter;
@@ -26,6 +27,7 @@ pub mod ablation;
 mod curves;
 pub mod evaluation;
 mod figure;
+pub mod paired;
 mod plot;
 pub mod shape_sweep;
 pub mod synthetic;
