@@ -9,6 +9,9 @@
 //!   sweep file (e.g. produced by a Slurm array on a GPU cluster with `robust-paf sweep`) from
 //!   `ROBUST_PAF_RUNS/<sweep name>/`, and prints the exact command that produces the missing ones.
 //!
+//! [`collect_sweep`] reads a sweep's finished runs in either mode (runs too long for quick
+//! mode, such as notebook 03's laptop-scale demonstration).
+//!
 //! [`ResultsTable`] and [`plot_accuracy_bars`] summarise the runs per configuration (mean and
 //! spread over seeds); [`crate::notebook::plot_run_dirs`] draws their training curves and α/β.
 
