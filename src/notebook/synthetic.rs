@@ -235,40 +235,44 @@ fn same_config(a: &ResultsRow, b: &ResultsRow) -> bool {
 /// with synthetic images (rows of `table` that differ only in `synthetic`), in table order.
 /// Configurations without both sides are left out.
 pub fn extra_data_gains(table: &ResultsTable) -> GainTable {
-    let mut rows = Vec::new();
-    for real in table.rows.iter().filter(|r| r.synthetic.is_none()) {
-        let Some(extra) = table
-            .rows
-            .iter()
-            .find(|r| r.synthetic.is_some() && same_config(real, r))
-        else {
-            continue;
-        };
-        rows.push(GainRow {
-            label: real.label(),
-            activation: real.activation.clone(),
-            clean_real: real.clean_mean,
-            clean_extra: extra.clean_mean,
-            pgd_real: real.pgd_mean,
-            pgd_extra: extra.pgd_mean,
-            seeds_real: real.seeds.len(),
-            seeds_extra: extra.seeds.len(),
-        });
-    }
-    let gap = |f: fn(&GainRow) -> f64| -> Option<f64> {
-        // plain (learnable) PSSiLU and ReLU only: fixed-parameter rows have a label suffix
+    let pairs: Vec<(&ResultsRow, &ResultsRow)> = table
+        .rows
+        .iter()
+        .filter(|r| r.synthetic.is_none())
+        .filter_map(|real| {
+            let extra = table
+                .rows
+                .iter()
+                .find(|r| r.synthetic.is_some() && same_config(real, r))?;
+            Some((real, extra))
+        })
+        .collect();
+    // plain (learnable) PSSiLU against plain ReLU: rows with a frozen parameter do not count
+    let gap = |side: fn(&(&ResultsRow, &ResultsRow)) -> f64| -> Option<f64> {
         let find = |act: &str| {
-            rows.iter()
-                .find(|r| r.activation == act && !r.label.contains('='))
+            pairs
+                .iter()
+                .find(|(r, _)| r.activation == act && r.fix_alpha.is_none() && r.fix_beta.is_none())
         };
-        let (p, r) = (find("pssilu2")?, find("relu")?);
-        let d = 100.0 * (f(p) - f(r));
+        let d = 100.0 * (side(find("pssilu2")?) - side(find("relu")?));
         d.is_finite().then_some(d)
     };
     GainTable {
-        pssilu_minus_relu_real: gap(|r| r.pgd_real),
-        pssilu_minus_relu_extra: gap(|r| r.pgd_extra),
-        rows,
+        pssilu_minus_relu_real: gap(|(real, _)| real.pgd_mean),
+        pssilu_minus_relu_extra: gap(|(_, extra)| extra.pgd_mean),
+        rows: pairs
+            .iter()
+            .map(|(real, extra)| GainRow {
+                label: real.label(),
+                activation: real.activation.clone(),
+                clean_real: real.clean_mean,
+                clean_extra: extra.clean_mean,
+                pgd_real: real.pgd_mean,
+                pgd_extra: extra.pgd_mean,
+                seeds_real: real.seeds.len(),
+                seeds_extra: extra.seeds.len(),
+            })
+            .collect(),
     }
 }
 
