@@ -4,8 +4,8 @@
 //! is most of `cargo test`'s time on 2 cores (BENCHMARKS.md, CI time). Run one file's tests with
 //! `cargo test --test integration train_run::`, one test with its full name.
 //!
-//! Separate binaries: `tests/compile_fail.rs` (trybuild, compiles its own crates) and
-//! `tests/gpu.rs` (needs `--features cuda`).
+//! Separate binary: `tests/gpu.rs` (needs `--features cuda`). The shape-error cases (a misfitting
+//! layer does not compile) are `compile_fail` doctests in `src/ops/mod.rs`.
 
 mod common;
 

@@ -1199,7 +1199,8 @@ fn conv_bn_stack_parameter_gradients_accumulate_across_passes() {
 }
 
 // =============================================================================================
-// Compile-pass: the well-shaped counterparts of `tests/compile_fail/*.rs` compile and run.
+// Compile-pass: the well-shaped counterparts of the `compile_fail` doctests of src/ops/mod.rs
+// compile and run.
 
 #[test]
 fn well_shaped_layers_compile_and_chain() {

@@ -16,7 +16,62 @@
 //!
 //! **Compile-time shapes.** Output sizes are looked up through [`ConvOut`] / [`PoolOut`], traits
 //! implemented for every size a model can meet, so a layer whose input does not fit has no
-//! `Module` impl and a misfitting model does not compile (see `tests/compile_fail/`).
+//! `Module` impl and a misfitting model does not compile. Each example below must fail with the
+//! error code it names (rustdoc's `compile_fail,E…` doctests, run by `cargo test`); their
+//! well-shaped counterparts compile and run in `tests/ops.rs`
+//! (`well_shaped_layers_compile_and_chain`). A 3-input-channel convolution fed a 16-channel
+//! image:
+//!
+//! ```compile_fail,E0308
+//! use dfdx::nn::Module;
+//! use dfdx::shapes::Rank4;
+//! use dfdx::tensor::{Cpu, Tensor, ZerosTensor};
+//! use robust_paf::models::layers::Conv2d;
+//!
+//! let dev = Cpu::default();
+//! let conv: Conv2d<3, 64, 3, 1, 1, Cpu> = Conv2d { weight: dev.zeros() };
+//! let x: Tensor<Rank4<1, 32, 32, 16>, f32, Cpu> = dev.zeros();
+//! let _ = conv.forward(x);
+//! ```
+//!
+//! A 128-channel batch norm after a convolution with 64 output channels:
+//!
+//! ```compile_fail,E0308
+//! use dfdx::nn::Module;
+//! use dfdx::shapes::Rank4;
+//! use dfdx::tensor::{Cpu, Tensor, ZerosTensor};
+//! use robust_paf::models::layers::{BatchNorm2d, Conv2d};
+//!
+//! let dev = Cpu::default();
+//! let conv: Conv2d<3, 64, 3, 1, 1, Cpu> = Conv2d { weight: dev.zeros() };
+//! let bn: BatchNorm2d<128, Cpu> = BatchNorm2d::try_new(&dev).unwrap();
+//! let x: Tensor<Rank4<1, 32, 32, 3>, f32, Cpu> = dev.zeros();
+//! let _ = bn.forward(conv.forward(x));
+//! ```
+//!
+//! An 8×8 average pooling (stride 8) on a 12×12 map (8 does not divide 12: no [`PoolOut`] impl):
+//!
+//! ```compile_fail,E0277
+//! use dfdx::shapes::Rank4;
+//! use dfdx::tensor::{Cpu, Tensor, ZerosTensor};
+//! use robust_paf::ops::*;
+//!
+//! let dev = Cpu::default();
+//! let x: Tensor<Rank4<1, 12, 12, 4>, f32, Cpu> = dev.zeros();
+//! let _ = try_avg_pool2d::<8, _, _, _, 4, _, _>(x);
+//! ```
+//!
+//! A flatten of a 2×2 map (only 1×1 maps flatten: the NHWC and NCHW orders differ otherwise):
+//!
+//! ```compile_fail,E0308
+//! use dfdx::shapes::Rank4;
+//! use dfdx::tensor::{Cpu, Tensor, ZerosTensor};
+//! use robust_paf::ops::*;
+//!
+//! let dev = Cpu::default();
+//! let x: Tensor<Rank4<1, 2, 2, 4>, f32, Cpu> = dev.zeros();
+//! let _ = try_flatten(x);
+//! ```
 
 pub mod composed;
 mod cpu;
