@@ -9,12 +9,12 @@ The WideResNet is RobustBench's own `PAF_WideResNet` and `PSSiLU`
 loaded from the installed package's file without importing `robustbench` itself (whose
 `__init__` pulls in autoattack, not on PyPI). Without the package, `--no-robustbench` uses the
 official code's `models/wide_resnet.py`, written out below (the same modules and key names).
-The ResNet-18s (CIFAR stem PAPER.md §2.1, ImageNet stem §2.3) are the official
-`models/resnet_cifar.py` / `models/ResNet.py` (torchvision's BasicBlock) written from PAPER.md
-with the stage widths as a parameter, and the VGG-16-BN the official `models/vgg.py`
-(`make_layers(cfg["D"], act, batch_norm=True)`) likewise; all at 1/16 of the paper's widths
-(4-8-16-32) so that the files stay small; the crate's `ResNet18Narrow`, `ResNet18ImageNetNarrow`
-and `Vgg16BnNarrow` are the same networks.
+The ResNet-18s (CIFAR stem docs/reproduction.md §2.1, ImageNet stem §2.3) are the official
+`models/resnet_cifar.py` / `models/ResNet.py` (torchvision's BasicBlock) written from
+docs/reproduction.md with the stage widths as a parameter, and the VGG-16-BN the official
+`models/vgg.py` (`make_layers(cfg["D"], act, batch_norm=True)`) likewise; all at 1/16 of the paper's
+widths (4-8-16-32) so that the files stay small; the crate's `ResNet18Narrow`,
+`ResNet18ImageNetNarrow` and `Vgg16BnNarrow` are the same networks.
 
 Every model gets random weights, random BatchNorm statistics and affine parameters (the defaults
 0/1 would hide layout bugs) and random raw alpha < 0, beta of either sign (|.| matters).

@@ -7,16 +7,16 @@
 //! Modules, from the bottom up (each depends only on those before it):
 //! - [`ops`]: convolution, batch norm (train and eval mode, both differentiable), pooling, and the
 //!   fused point-wise op, as dfdx tape ops (the conv/pool/BN dfdx lacks on stable Rust);
-//! - [`activations`]: the twelve activations of PAPER.md §1.2, shared by the whole network, and
-//!   their shape properties (§1.3);
+//! - [`activations`]: the twelve activations of docs/reproduction.md §1.2, shared by the whole
+//!   network, and their shape properties (§1.3);
 //! - [`models`]: CIFAR ResNet-18, pre-activation WideResNet, ImageNet-stem ResNet-18, VGG-16-BN
-//!   (PAPER.md §2);
+//!   (docs/reproduction.md §2);
 //! - [`attacks`]: PGD (ℓ∞, ℓ2), FGSM, TRADES' inner maximisation (§3.3, §3.4);
 //! - [`eval`]: AutoAttack's protocol, `evaluate`, the shape-ablation metrics (§4);
 //! - [`train`]: standard training, PGD-AT and TRADES as the paper's code, checkpoints, runs with
 //!   resume, configurations and presets, sweeps (§3);
 //! - [`interop`]: PyTorch checkpoints in (official code, RobustBench) and out, without pickle
-//!   code execution (PAPER.md §2);
+//!   code execution (docs/reproduction.md §2);
 //! - [`notebook`]: plots and tables for the evcxr notebooks;
 //! - [`data`] (apart from the stack): CIFAR-10/100, Fashion-MNIST, synthetic data, batching.
 

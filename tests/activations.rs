@@ -1,4 +1,4 @@
-//! Integration tests of the twelve activations (PAPER.md §1.2–§1.4, §7): golden values,
+//! Integration tests of the twelve activations (docs/reproduction.md §1.2–§1.4, §7): golden values,
 //! finite-difference gradients (in f64 on `ScalarActivation` and through the dfdx tape in f32),
 //! numerical stability for |x| up to 1e4, one instance shared by several sites, frozen
 //! parameters, and shape properties.
@@ -38,7 +38,7 @@ const XS: [f64; 12] = [
 ];
 
 /// (kind, raw α, raw β): the paper's init of every activation plus off-init, negative and (for
-/// PSSiLU) tiny-β settings (PAPER.md §1.2, §6 step 1).
+/// PSSiLU) tiny-β settings (docs/reproduction.md §1.2, §6 step 1).
 fn cases() -> Vec<(ActivationKind, f64, f64)> {
     let mut v: Vec<_> = ActivationKind::ALL
         .iter()
@@ -209,7 +209,7 @@ fn weights(n: usize, seed: u64) -> Vec<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Finite differences in f64 on the closed forms (PAPER.md §1.2, §7; §6 step 1).
+// Finite differences in f64 on the closed forms (docs/reproduction.md §1.2, §7; §6 step 1).
 
 #[test]
 fn scalar_derivatives_match_central_differences_in_f64() {
@@ -231,7 +231,8 @@ fn scalar_derivatives_match_central_differences_in_f64() {
             let dp = s.parameter_derivatives(x);
             let learnable = kind.num_params();
             for (i, p) in [a, b].into_iter().enumerate().take(learnable) {
-                // β = ±1e-8 (PAPER.md §1.2): the step must stay on one side of |β|'s kink.
+                // β = ±1e-8 (docs/reproduction.md §1.2): the step must stay on one side of |β|'s
+                // kink.
                 let h = param_step(p, 1e-6);
                 let fd = (with_param(&s, i, p + h).value(x) - with_param(&s, i, p - h).value(x))
                     / (2.0 * h);
@@ -256,8 +257,8 @@ fn param_step_never_crosses_zero() {
     }
 }
 
-// PAPER.md §7: df/da = x²σ(1−σ)/(1−B)·sign(a), df/db = x(σ−1)/(1−B)²·sign(b), with negative raw
-// α and β, so a missing sign(·) fails here.
+// docs/reproduction.md §7: df/da = x²σ(1−σ)/(1−B)·sign(a), df/db = x(σ−1)/(1−B)²·sign(b), with
+// negative raw α and β, so a missing sign(·) fails here.
 // python: a,b=-1.5,-0.2; A,B=abs(a),abs(b)
 //   for x in [-2.0,-0.5,1.0,3.0]: s=sig(A*x)
 //     dx=((s-B)+x*A*s*(1-s))/(1-B); da=-x*x*s*(1-s)/(1-B); db=-x*(s-1)/(1-B)**2
@@ -288,7 +289,7 @@ fn pssilu_gradients_match_paper_section_7_with_negative_raw_parameters() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Through the dfdx tape in f32 (PAPER.md §6 step 1).
+// Through the dfdx tape in f32 (docs/reproduction.md §6 step 1).
 
 #[test]
 fn tape_gradients_match_finite_differences() {
@@ -370,7 +371,7 @@ fn tape_gradients_match_finite_differences() {
 #[test]
 fn tape_gradient_of_exp_mean_matches_closed_form() {
     // The dfdx idiom (STYLE.md): `.exp().mean().backward()` gives non-trivial upstream gradients.
-    // PSSiLU at the paper's init, β = 1e-8 (PAPER.md §1.2): d|β|/dβ = sign(β) = 1 ≠ 0.
+    // PSSiLU at the paper's init, β = 1e-8 (docs/reproduction.md §1.2): d|β|/dβ = sign(β) = 1 ≠ 0.
     let dev = Cpu::default();
     let act = Pssilu::new(&dev);
     let xs = [-2.0, -0.5, 0.25, 1.5];
@@ -398,7 +399,8 @@ fn tape_gradient_of_exp_mean_matches_closed_form() {
 // ---------------------------------------------------------------------------------------------
 // Golden values.
 
-// PAPER.md §1.3: PSSiLU f(x) at x = (−5, −2, −1, 0, 1, 2, 5), four (α, β) rows, to 1e-4.
+// docs/reproduction.md §1.3: PSSiLU f(x) at x = (−5, −2, −1, 0, 1, 2, 5), four (α, β) rows,
+// to 1e-4.
 // python: [round(x*(sig(a*x)-b)/(1-b),4) for x in (-5,-2,-1,0,1,2,5)]
 const PAPER_XS: [f64; 7] = [-5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0];
 const PAPER_ROWS: [(f64, f64, [f64; 7]); 4] = [
@@ -461,7 +463,8 @@ fn pssilu_matches_paper_spot_values() {
 
 const GOLDEN_XS: [f64; 6] = [-3.0, -1.0, -0.5, 0.5, 1.0, 3.0];
 
-/// (kind, α, β, f at GOLDEN_XS), each from the python formula in the comment (PAPER.md §1.2).
+/// (kind, α, β, f at GOLDEN_XS), each from the python formula in the comment
+/// (docs/reproduction.md §1.2).
 #[rustfmt::skip]
 const GOLDEN: [(ActivationKind, f64, f64, [f64; 6]); 13] = [
     // python: [max(x,0.0) for x in xs]
@@ -521,8 +524,8 @@ fn every_activation_matches_its_formula() {
 
 #[test]
 fn kinks_follow_the_code_masks() {
-    // PAPER.md §7 "Step-function PAFs": at x = 0, PReLU outputs 0 with gradient 0 in every
-    // branch; ReLU′(0) = 0; PELU uses x ≤ 0 for the exponential branch; ReBLU is 0 for x ≤ 0.
+    // docs/reproduction.md §7 "Step-function PAFs": at x = 0, PReLU outputs 0 with gradient 0 in
+    // every branch; ReLU′(0) = 0; PELU uses x ≤ 0 for the exponential branch; ReBLU is 0 for x ≤ 0.
     let dev = Cpu::default();
     let prelu = Prelu::with_alpha(&dev, -0.5).unwrap();
     let (gx, gp) = tape_gradients(&dev, &prelu, &[&prelu.alpha], &[0.0], &[1.0]);
@@ -549,7 +552,7 @@ fn kinks_follow_the_code_masks() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stability (PAPER.md §7 "Softplus/PSoftplus stability").
+// Stability (docs/reproduction.md §7 "Softplus/PSoftplus stability").
 
 #[test]
 fn large_inputs_and_alphas_stay_finite() {
@@ -610,7 +613,7 @@ fn large_inputs_and_alphas_stay_finite() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One instance shared by many sites (PAPER.md §1.1).
+// One instance shared by many sites (docs/reproduction.md §1.1).
 
 #[test]
 fn shared_instance_sums_parameter_gradients_over_sites() {
@@ -673,7 +676,7 @@ fn shared_instance_sums_parameter_gradients_over_sites() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Freezing (PAPER.md §1.4).
+// Freezing (docs/reproduction.md §1.4).
 
 #[test]
 fn frozen_alpha_gets_no_gradient_while_beta_still_learns() {
@@ -872,7 +875,7 @@ fn validate_checks_the_tensors() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// dfdx integration: names, building, resetting (PAPER.md §1.1, §1.2).
+// dfdx integration: names, building, resetting (docs/reproduction.md §1.1, §1.2).
 
 struct Names(Vec<String>);
 
@@ -968,7 +971,7 @@ fn kinds_names_and_parameter_counts() {
     }
     assert_eq!(K::Pssilu.code_name(), "pssilu2");
     assert_eq!(K::PssiluFixed.code_name(), "pssilu");
-    // serde names are the code's names (PAPER.md §1.2): "pssilu" is the fixed-β one.
+    // serde names are the code's names (docs/reproduction.md §1.2): "pssilu" is the fixed-β one.
     assert_eq!(serde_json::to_string(&K::Pssilu).unwrap(), "\"pssilu2\"");
     assert_eq!(
         serde_json::to_string(&K::PssiluFixed).unwrap(),
@@ -995,7 +998,7 @@ fn kinds_names_and_parameter_counts() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shape properties (PAPER.md §1.3).
+// Shape properties (docs/reproduction.md §1.3).
 
 #[test]
 fn silu_and_softplus_shape_at_zero() {
@@ -1020,8 +1023,8 @@ fn silu_and_softplus_shape_at_zero() {
 
 #[test]
 fn pssilu_shape_follows_closed_forms() {
-    // PAPER.md §1.3: f(0) = 0, f'(0) = (1/2 − β)/(1−β), f''(0) = α/(2(1−β)), slope −β/(1−β) as
-    // x → −∞ — with |α|, |β| for raw negative values.
+    // docs/reproduction.md §1.3: f(0) = 0, f'(0) = (1/2 − β)/(1−β), f''(0) = α/(2(1−β)), slope
+    // −β/(1−β) as x → −∞ — with |α|, |β| for raw negative values.
     for (a, b) in [
         (1.0, 1e-8),
         (1.0, 0.3),
@@ -1111,7 +1114,8 @@ fn kinks_and_curvature_on_the_grid() {
     assert!(p(K::Pblu, 0.5, 0.0).kink_at_zero);
     assert!(!p(K::Elu, 0.0, 0.0).kink_at_zero);
     assert!(p(K::Pelu, 0.5, 0.0).kink_at_zero);
-    // Higher α, higher finite curvature (PAPER.md §1.3); the maximum of PSiLU's |f''| is at 0.
+    // Higher α, higher finite curvature (docs/reproduction.md §1.3); the maximum of PSiLU's |f''|
+    // is at 0.
     let c1 = p(K::Psilu, 1.0, 0.0);
     let c5 = p(K::Psilu, 5.0, 0.0);
     assert!(c5.max_abs_curvature_on_grid > 4.0 * c1.max_abs_curvature_on_grid);

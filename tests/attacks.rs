@@ -1,4 +1,4 @@
-//! Attacks (PAPER.md §3.3, §3.4): PGD (ℓ∞, ℓ2), FGSM and TRADES' inner maximisation.
+//! Attacks (docs/reproduction.md §3.3, §3.4): PGD (ℓ∞, ℓ2), FGSM and TRADES' inner maximisation.
 //!
 //! - On a linear classifier the worst perturbation has a closed form; PGD reaches it (margin
 //!   within 1e-3): ℓ∞ with the [0, 1] box, `x′ᵢ = clamp(xᵢ − ε·sign(vᵢ), 0, 1)`; ℓ2 away from the

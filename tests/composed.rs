@@ -3,8 +3,8 @@
 //! gradient (input, weight, bias, γ, β, activation parameters) within 1e-5 relative (plus 1e-5 of
 //! the tensor's largest magnitude for values that cancel to ~0). Every shape the models use:
 //! convolutions 3×3/1/1, 3×3/2/1, 1×1/1/0, 1×1/2/0, 7×7/2/3 with and without bias, batch norm in
-//! both modes, average / global / 3×3/2/1 max pooling, and all twelve activations (PAPER.md §1.2)
-//! including negative raw α/β and PSSiLU at β = 1e-8.
+//! both modes, average / global / 3×3/2/1 max pooling, and all twelve activations
+//! (docs/reproduction.md §1.2) including negative raw α/β and PSSiLU at β = 1e-8.
 
 use crate::common;
 

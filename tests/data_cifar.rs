@@ -1,5 +1,6 @@
 //! CIFAR-10/100 readers and the torchvision-style download (`robust_paf::data::{cifar,
-//! download}`, PAPER.md §3.1), on small generated files: no real dataset and no internet.
+//! download}`, docs/reproduction.md §3.1), on small generated files: no real dataset and no
+//! internet.
 //!
 //! * Round trip: generated binary batches (3 records per file, a known pixel formula, CHW as in
 //!   the official files) load with the right labels and with each pixel at its HWC position.

@@ -1,8 +1,9 @@
-//! Augmentation and batching (PAPER.md §3.1, §3.5) on generated sources: crop + flip move pixels
-//! exactly as `RandomCrop(32, padding=4)` + `RandomHorizontalFlip` do and are reproducible from a
-//! seed; batches are `[0, 1]`; every epoch covers the data once; the mixed loader's batches hold
-//! exactly the requested real/synthetic counts, cover the real data once per epoch, never augment
-//! synthetic images, and run ⌈50,000 / 256⌉ = 196 steps on a CIFAR-10-sized source.
+//! Augmentation and batching (docs/reproduction.md §3.1, §3.5) on generated sources: crop + flip
+//! move pixels exactly as `RandomCrop(32, padding=4)` + `RandomHorizontalFlip` do and are
+//! reproducible from a seed; batches are `[0, 1]`; every epoch covers the data once; the mixed
+//! loader's batches hold exactly the requested real/synthetic counts, cover the real data once per
+//! epoch, never augment synthetic images, and run ⌈50,000 / 256⌉ = 196 steps on a CIFAR-10-sized
+//! source.
 
 use std::collections::HashSet;
 use std::sync::Arc;

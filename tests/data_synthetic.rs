@@ -1,7 +1,7 @@
-//! Synthetic-data readers (PAPER.md §3.5): `.npz` archives written here byte by byte (the `.npy`
-//! headers by hand, zipped `Stored` and `Deflated` with the `zip` crate) and read back through
-//! `NpzImages` (memory-mapped random access), `NpzStream`, `load_npz` and `ConcatSource`; the
-//! errors of malformed files (missing key, wrong dtype or shape, bad labels, counts that
+//! Synthetic-data readers (docs/reproduction.md §3.5): `.npz` archives written here byte by byte
+//! (the `.npy` headers by hand, zipped `Stored` and `Deflated` with the `zip` crate) and read back
+//! through `NpzImages` (memory-mapped random access), `NpzStream`, `load_npz` and `ConcatSource`;
+//! the errors of malformed files (missing key, wrong dtype or shape, bad labels, counts that
 //! disagree, truncation, a header that lies); and class-per-folder PNG directories.
 
 use std::io::Write;

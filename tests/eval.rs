@@ -1,6 +1,7 @@
-//! Evaluation (PAPER.md §4): AutoAttack's protocol — flags only go from robust to broken, the
-//! accuracy after each attack never rises, every adversarial example passes the final check, and
-//! a run interrupted after an attack resumes from its saved state to the same final report.
+//! Evaluation (docs/reproduction.md §4): AutoAttack's protocol — flags only go from robust to
+//! broken, the accuracy after each attack never rises, every adversarial example passes the final
+//! check, and a run interrupted after an attack resumes from its saved state to the same final
+//! report.
 
 use std::cell::Cell;
 
@@ -192,9 +193,9 @@ fn bad_inputs_are_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shape-ablation metrics (PAPER.md §4): on a two-class linear model, away from the [0, 1] box,
-// the minimal ℓ∞ radius is `r* = margin / ‖v‖₁` (v = w_y − w_other) and PGD from x without a
-// random start moves every pixel by −ε·sign(vⱼ).
+// Shape-ablation metrics (docs/reproduction.md §4): on a two-class linear model, away from the
+// [0, 1] box, the minimal ℓ∞ radius is `r* = margin / ‖v‖₁` (v = w_y − w_other) and PGD from x
+// without a random start moves every pixel by −ε·sign(vⱼ).
 
 use robust_paf::eval::{average_radius, empirical_lipschitz, square_success_rate, RadiusConfig};
 

@@ -1,7 +1,7 @@
-//! PyTorch interop (PAPER.md §2): RobustBench's `PAF_WideResNet` with PSSiLU, the official code's
-//! CIFAR and ImageNet-stem ResNet-18 and VGG-16-BN (narrow, PSSiLU and ReLU), random weights and
-//! BatchNorm statistics, saved by `torch.save` (`scripts/make_parity_fixtures.py`, outputs in
-//! `tests/fixtures/torch/`). Imported, the crate's
+//! PyTorch interop (docs/reproduction.md §2): RobustBench's `PAF_WideResNet` with PSSiLU, the
+//! official code's CIFAR and ImageNet-stem ResNet-18 and VGG-16-BN (narrow, PSSiLU and ReLU),
+//! random weights and BatchNorm statistics, saved by `torch.save`
+//! (`scripts/make_parity_fixtures.py`, outputs in `tests/fixtures/torch/`). Imported, the crate's
 //! model gives PyTorch's eval-mode logits, summed cross-entropy and input gradient within 1e-4,
 //! and a train-mode forward moves the running statistics as PyTorch's did; the export holds
 //! exactly PyTorch's keys and values; bad files are typed errors that change nothing.
@@ -191,7 +191,7 @@ fn resnet18_computes_what_pytorch_computed() {
     import_and_check(&mut m, "resnet18n_relu", 20);
 }
 
-/// The ImageNet-stem ResNet-18 (`ResNet.py`, PAPER.md §2.3) on 224×224 inputs.
+/// The ImageNet-stem ResNet-18 (`ResNet.py`, docs/reproduction.md §2.3) on 224×224 inputs.
 #[test]
 fn imagenet_resnet18_computes_what_pytorch_computed() {
     let dev = Dev::default();

@@ -1,5 +1,5 @@
-//! Model tests: parameter counts (PAPER.md §2), one shared activation (§1.1), frozen parameters
-//! (§1.4), batch-norm modes (§3.3), state_dict-style names, and a small net that learns.
+//! Model tests: parameter counts (docs/reproduction.md §2), one shared activation (§1.1), frozen
+//! parameters (§1.4), batch-norm modes (§3.3), state_dict-style names, and a small net that learns.
 
 use dfdx::prelude::*;
 use robust_paf::activations::{Activation, Pssilu, Relu};
@@ -38,7 +38,7 @@ fn tensor_names<M: TensorCollection<f32, Dev>>(m: &M) -> Vec<String> {
     v.0
 }
 
-// Parameter counts, PAPER.md §2.1–§2.4 (DERIVED there; VGG and WRN-16-4/34-10 from
+// Parameter counts, docs/reproduction.md §2.1–§2.4 (DERIVED there; VGG and WRN-16-4/34-10 from
 // `python3 -c` sums of conv k·k·cin·cout (+cout bias for VGG) + 2·C per BN + Linear weights/biases).
 #[test]
 fn parameter_counts_match_the_paper() {

@@ -2,7 +2,8 @@
 //! layers built on them (`src/models/layers.rs`), on the CPU backend.
 //!
 //! - Forward values are compared with naive `f64` loops (`tests/common`), NHWC images and OHWI
-//!   weights, for every (kernel, stride, padding) the paper's architectures use (PAPER.md §2).
+//!   weights, for every (kernel, stride, padding) the paper's architectures use
+//!   (docs/reproduction.md §2).
 //! - Gradients go through dfdx's tape (`leaky_trace()`, loss `Σ r·y` with a fixed random `r`,
 //!   `backward()`, `grads.get(..)`) and are compared with central finite differences of the `f64`
 //!   reference forward (step 1e-4 for the ops that are linear in the perturbed value, 1e-5 for
@@ -323,7 +324,7 @@ fn conv1x1_stride2_pad0_forward() {
 
 #[test]
 fn conv7x7_stride2_pad3_forward() {
-    // The ImageNet stem (PAPER.md §2.3), on small maps: most taps hit the padding.
+    // The ImageNet stem (docs/reproduction.md §2.3), on small maps: most taps hit the padding.
     check_conv_forward::<1, 7, 7, 3, 4, 7, 2, 3>(51);
     check_conv_forward::<3, 5, 5, 5, 4, 7, 2, 3>(52);
     check_conv_forward::<1, 12, 12, 3, 4, 7, 2, 3>(53);
@@ -812,15 +813,17 @@ fn check_avg_pool<const B: usize, const H: usize, const W: usize, const C: usize
 
 #[test]
 fn avg_pool_forward_and_gradients() {
+    // (153): WRN's avg_pool2d(8) on its 8×8 map (docs/reproduction.md §2.2)
     check_avg_pool::<2, 6, 6, 3, 2>(151);
     check_avg_pool::<3, 4, 8, 5, 4>(152); // non-square
-    check_avg_pool::<2, 8, 8, 3, 8>(153); // WRN's avg_pool2d(8) on its 8×8 map (PAPER.md §2.2)
+    check_avg_pool::<2, 8, 8, 3, 8>(153);
     check_avg_pool::<1, 16, 16, 2, 8>(154);
 }
 
 #[test]
 fn max_pool_forward_and_gradients() {
-    check_max_pool::<2, 7, 7, 3, 3, 2, 1>(161); // the ImageNet stem's 3×3/2 pad 1 (PAPER.md §2.3)
+    // the ImageNet stem's 3×3/2 pad 1 (docs/reproduction.md §2.3)
+    check_max_pool::<2, 7, 7, 3, 3, 2, 1>(161);
     check_max_pool::<1, 8, 6, 4, 3, 2, 1>(162);
     check_max_pool::<2, 5, 5, 2, 3, 1, 1>(163); // overlapping windows: one input can win several
     check_max_pool::<2, 6, 6, 3, 2, 2, 0>(164); // VGG's 2×2/2
@@ -866,8 +869,8 @@ fn flatten_forward_and_gradients() {
     assert_grad("flatten: dL/dx", &grads.get(&x).as_vec(), &fd);
 }
 
-/// ImageNet stem max-pool (PAPER.md §2.3): 3×3, stride 2, padding 1 on 112×112 gives 56×56
-/// (checked by the type annotation), and the padding never wins even when every input is
+/// ImageNet stem max-pool (docs/reproduction.md §2.3): 3×3, stride 2, padding 1 on 112×112 gives
+/// 56×56 (checked by the type annotation), and the padding never wins even when every input is
 /// negative (PyTorch pads with −∞; zero padding would make every border output 0).
 #[test]
 fn max_pool_112_to_56_padding_never_wins() {

@@ -667,8 +667,8 @@ fn resuming_from_a_damaged_checkpoint_is_an_error_and_loses_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// 1:1 real + synthetic batches (PAPER.md §3.5) go through the same trainer: each step sees
-/// `batch_size` real and `per_batch` synthetic images, the epoch length is the real set's, and
+/// 1:1 real + synthetic batches (docs/reproduction.md §3.5) go through the same trainer: each step
+/// sees `batch_size` real and `per_batch` synthetic images, the epoch length is the real set's, and
 /// the run differs from the real-only one. Synthetic images asked for but not given (or given
 /// but not asked for) are an error, never a silent real-only run.
 #[test]

@@ -1,4 +1,5 @@
-//! [`AnyActivation`]: any of the twelve activations of PAPER.md §1.2, chosen at run time.
+//! [`AnyActivation`]: any of the twelve activations of docs/reproduction.md §1.2, chosen at run
+//! time.
 //!
 //! A model's type names its activation (`ResNet18<Pssilu<Cpu>, Cpu>`), so a program that reads
 //! the activation from a configuration would compile every model × activation pair. The block
@@ -55,7 +56,7 @@ pub struct AnyActivation<D: Storage<E>, E: Dtype = Elem> {
 }
 
 impl<D: Backend> AnyActivation<D> {
-    /// The paper's initial `kind` (PAPER.md §1.2; fixed-β PSSiLU with β = 0.3, the
+    /// The paper's initial `kind` (docs/reproduction.md §1.2; fixed-β PSSiLU with β = 0.3, the
     /// `train.py --pssilu-beta` default).
     pub fn new(dev: &D, kind: ActivationKind) -> Self {
         let (alpha, beta) = kind.initial_params();

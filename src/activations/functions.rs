@@ -1,8 +1,9 @@
-//! The scalar math of the twelve activations of PAPER.md §1.2: value, first derivative in `x`,
-//! derivatives with respect to the raw (stored) parameters, and second derivative in `x`, written
-//! once, generic over `f32` (the tensor kernels) and `f64` (shape analysis, gradient checks).
+//! The scalar math of the twelve activations of docs/reproduction.md §1.2: value, first derivative
+//! in `x`, derivatives with respect to the raw (stored) parameters, and second derivative in `x`,
+//! written once, generic over `f32` (the tensor kernels) and `f64` (shape analysis, gradient
+//! checks).
 //!
-//! Conventions (PAPER.md §1.2, §7):
+//! Conventions (docs/reproduction.md §1.2, §7):
 //! - `a`, `b` are the **raw** α, β. PSiLU / PSSiLU use `|α|` (and PSSiLU `|β|`); their parameter
 //!   derivatives chain through `|·|` with `sign(·)`, `sign(0) = 0` as in torch. PSoftplus uses raw
 //!   α (no abs, as the original code), and fixed-β PSSiLU uses its β as given (0 ≤ β < 1).

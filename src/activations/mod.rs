@@ -1,6 +1,7 @@
-//! The activation functions of PAPER.md §1.2 — ReLU, ELU, Softplus, SiLU and the parametric
-//! ones (PReLU, PELU, PReLU+, ReBLU, PSiLU, PSoftplus, PSSiLU with fixed β, PSSiLU with learnable
-//! α and β) — with the official code's exact formulas, initial values and |α|/|β| conventions.
+//! The activation functions of docs/reproduction.md §1.2 — ReLU, ELU, Softplus, SiLU and the
+//! parametric ones (PReLU, PELU, PReLU+, ReBLU, PSiLU, PSoftplus, PSSiLU with fixed β, PSSiLU with
+//! learnable α and β) — with the official code's exact formulas, initial values and |α|/|β|
+//! conventions.
 //!
 //! As in the paper (§1.1), **one activation instance is shared by the whole network**: a model
 //! owns it once and applies it at every site, so a PAF adds 1 or 2 parameters in total and the
@@ -47,7 +48,8 @@ use crate::Error;
 
 /// Which of the paper's twelve activations (serde name = the official code's name, see
 /// [`ActivationKind::code_name`]: note `"pssilu"` is the **fixed-β** PSSiLU and `"pssilu2"` the
-/// paper's PSSiLU with learnable β, as in the code's `--activation` flag, PAPER.md §1.2).
+/// paper's PSSiLU with learnable β, as in the code's `--activation` flag,
+/// docs/reproduction.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationKind {
@@ -72,7 +74,7 @@ pub enum ActivationKind {
 }
 
 impl ActivationKind {
-    /// All twelve, in the order of PAPER.md §1.2.
+    /// All twelve, in the order of docs/reproduction.md §1.2.
     pub const ALL: [ActivationKind; 12] = [
         ActivationKind::Relu,
         ActivationKind::Elu,
@@ -107,8 +109,8 @@ impl ActivationKind {
         }
     }
 
-    /// The official code's name (`models/activations.py`, PAPER.md §1.2): `"pprelu"`, `"pblu"`,
-    /// `"pssilu"` (fixed β), `"pssilu2"` (learnable β), ... It is also the serde name.
+    /// The official code's name (`models/activations.py`, docs/reproduction.md §1.2): `"pprelu"`,
+    /// `"pblu"`, `"pssilu"` (fixed β), `"pssilu2"` (learnable β), ... It is also the serde name.
     pub fn code_name(self) -> &'static str {
         use ActivationKind::*;
         match self {
@@ -133,7 +135,7 @@ impl ActivationKind {
     }
 
     /// Number of **learnable** scalar parameters: 0 (ReLU, ELU, Softplus, SiLU), 1 (α; also
-    /// fixed-β PSSiLU, whose β is a hyperparameter) or 2 (PSSiLU: α, β). PAPER.md §1.1.
+    /// fixed-β PSSiLU, whose β is a hyperparameter) or 2 (PSSiLU: α, β). docs/reproduction.md §1.1.
     pub fn num_params(self) -> usize {
         use ActivationKind::*;
         match self {
@@ -153,9 +155,9 @@ impl ActivationKind {
         }
     }
 
-    /// The paper's initial values of (α, β) (PAPER.md §1.2): α₀ = 0 for PReLU and ReBLU, 1 for
-    /// the other PAFs; β₀ = 1e-8 for PSSiLU and the train.py default 0.3 for fixed-β PSSiLU;
-    /// 0 where there is no such parameter.
+    /// The paper's initial values of (α, β) (docs/reproduction.md §1.2): α₀ = 0 for PReLU and
+    /// ReBLU, 1 for the other PAFs; β₀ = 1e-8 for PSSiLU and the train.py default 0.3 for fixed-β
+    /// PSSiLU; 0 where there is no such parameter.
     pub fn initial_params(self) -> (f64, f64) {
         use ActivationKind::*;
         match self {
@@ -289,8 +291,8 @@ pub struct ScalarActivation {
 }
 
 impl ScalarActivation {
-    /// The activation at the paper's initial parameters (PAPER.md §1.2); fixed-β PSSiLU gets
-    /// β = 0.3, the `train.py --pssilu-beta` default.
+    /// The activation at the paper's initial parameters (docs/reproduction.md §1.2); fixed-β PSSiLU
+    /// gets β = 0.3, the `train.py --pssilu-beta` default.
     pub fn initial(kind: ActivationKind) -> Self {
         let (alpha, beta) = kind.initial_params();
         ScalarActivation { kind, alpha, beta }

@@ -1,4 +1,4 @@
-//! The twelve activation modules of PAPER.md §1.2 as dfdx 0.13 tensor collections.
+//! The twelve activation modules of docs/reproduction.md §1.2 as dfdx 0.13 tensor collections.
 //!
 //! - [`Relu`], [`Elu`], [`Softplus`], [`Silu`]: no parameters (zero-sized dfdx
 //!   zero-sized modules; a `PhantomData<D>` names the device).
@@ -7,12 +7,12 @@
 //!   one learnable scalar `pub alpha: Tensor<Rank1<1>>`.
 //! - [`PssiluFixed`] (code `pssilu`): learnable α (|α|) and a fixed hyperparameter β, 0 ≤ β < 1.
 //! - [`Pssilu`] (code `pssilu2`, the paper's PSSiLU): learnable α₀ = 1 and β₀ = 1e-8, both used
-//!   through |·| (PAPER.md §1.2, §7).
+//!   through |·| (docs/reproduction.md §1.2, §7).
 //!
 //! The tensors are named `"alpha"` / `"beta"` in the [`TensorCollection`] (the PyTorch state-dict
 //! names) and initialised to the paper's values, so `dev.build_module::<Pssilu<Cpu>, f32>()`,
 //! `Pssilu::<Cpu>::build(&dev)` and `reset_params()` give the paper's init. The parameter
-//! tensors have shape `[1]`, like the PyTorch `nn.Parameter`s (PAPER.md §1.1).
+//! tensors have shape `[1]`, like the PyTorch `nn.Parameter`s (docs/reproduction.md §1.1).
 //!
 //! **Runtime state** — the frozen flags (§1.4) and fixed-β PSSiLU's β — lives in the struct,
 //! outside the tensor collection: in-place visitors (optimizers, `zero_grads`, `reset_params`,
@@ -22,7 +22,7 @@
 //!
 //! The modules deliberately do **not** implement dfdx's `Module`: with both traits in scope
 //! `act.forward(x)` would be ambiguous. Models own the shared instance and call
-//! [`Activation::forward`] at every site (PAPER.md §1.1).
+//! [`Activation::forward`] at every site (docs/reproduction.md §1.1).
 //!
 //! A frozen parameter's value takes precedence over its tensor in the forward pass and in
 //! [`Activation::parameters`]; it gets no gradient (the op is given `None` for it), and
@@ -43,12 +43,12 @@ use crate::Error;
 pub type Param<D, E = Elem> = Tensor<Rank1<1>, E, D>;
 
 /// Fixed-β PSSiLU's default β: 0.3, the default of the official `train.py --pssilu-beta`
-/// (PAPER.md §1.2). See also [`PSSILU_FIXED_BETA_CLASS_DEFAULT`] and
+/// (docs/reproduction.md §1.2). See also [`PSSILU_FIXED_BETA_CLASS_DEFAULT`] and
 /// [`PSSILU_FIXED_BETA_EVAL_DEFAULT`]; which values the paper used is UNCERTAIN.
 pub const PSSILU_FIXED_BETA_DEFAULT: f64 = 0.3;
-/// The `PSSiLU(beta=0.1)` class default of the official code (PAPER.md §1.2).
+/// The `PSSiLU(beta=0.1)` class default of the official code (docs/reproduction.md §1.2).
 pub const PSSILU_FIXED_BETA_CLASS_DEFAULT: f64 = 0.1;
-/// The official `eval.py --pssilu-beta` default, 0.42 (PAPER.md §1.2, §8).
+/// The official `eval.py --pssilu-beta` default, 0.42 (docs/reproduction.md §1.2, §8).
 pub const PSSILU_FIXED_BETA_EVAL_DEFAULT: f64 = 0.42;
 
 const NAMES: [&str; 2] = ["alpha", "beta"];
@@ -405,25 +405,26 @@ macro_rules! plain_activation {
 }
 
 plain_activation!(
-    /// ReLU, `max(0, x)` (gradient 0 at x = 0, as torch). PAPER.md §1.2.
+    /// ReLU, `max(0, x)` (gradient 0 at x = 0, as torch). docs/reproduction.md §1.2.
     Relu,
     Relu,
     "ReLU"
 );
 plain_activation!(
-    /// ELU with α_ELU = 1: x for x > 0, eˣ − 1 otherwise. PAPER.md §1.2.
+    /// ELU with α_ELU = 1: x for x > 0, eˣ − 1 otherwise. docs/reproduction.md §1.2.
     Elu,
     Elu,
     "ELU"
 );
 plain_activation!(
-    /// Softplus, `log(1 + eˣ)`, computed stably as `max(x, 0) + log1p(e^{−|x|})`. PAPER.md §1.2.
+    /// Softplus, `log(1 + eˣ)`, computed stably as `max(x, 0) + log1p(e^{−|x|})`.
+    /// docs/reproduction.md §1.2.
     Softplus,
     Softplus,
     "Softplus"
 );
 plain_activation!(
-    /// SiLU, `x·σ(x)`. PAPER.md §1.2.
+    /// SiLU, `x·σ(x)`. docs/reproduction.md §1.2.
     Silu,
     Silu,
     "SiLU"
@@ -505,14 +506,15 @@ macro_rules! alpha_activation {
 
 alpha_activation!(
     /// PReLU with one shared α: `(x>0)·x + (x<0)·α·x` (0 and zero gradients at x = 0); α₀ = 0,
-    /// so it starts as ReLU. α < 0 gives positive outputs on negative inputs. PAPER.md §1.2.
+    /// so it starts as ReLU. α < 0 gives positive outputs on negative inputs.
+    /// docs/reproduction.md §1.2.
     Prelu,
     Prelu,
     "PReLU",
     alpha0 = 0.0
 );
 alpha_activation!(
-    /// PELU: x for x > 0, α(eˣ − 1) for x ≤ 0; α₀ = 1 (starts as ELU). PAPER.md §1.2.
+    /// PELU: x for x > 0, α(eˣ − 1) for x ≤ 0; α₀ = 1 (starts as ELU). docs/reproduction.md §1.2.
     Pelu,
     Pelu,
     "PELU",
@@ -520,7 +522,7 @@ alpha_activation!(
 );
 alpha_activation!(
     /// PReLU+ (code `pprelu`): α·x for x > 0, 0 otherwise; α₀ = 1 (starts as ReLU).
-    /// PAPER.md §1.2.
+    /// docs/reproduction.md §1.2.
     PreluPlus,
     Pprelu,
     "PReLU+",
@@ -528,14 +530,14 @@ alpha_activation!(
 );
 alpha_activation!(
     /// ReBLU (code `pblu`): 0 for x ≤ 0, α(√(x²+1) − 1) + x for x > 0; α₀ = 0 (starts as
-    /// ReLU). PAPER.md §1.2.
+    /// ReLU). docs/reproduction.md §1.2.
     Reblu,
     Pblu,
     "ReBLU",
     alpha0 = 0.0
 );
 alpha_activation!(
-    /// PSiLU: x·σ(|α|·x); α₀ = 1 (starts as SiLU). PAPER.md §1.2.
+    /// PSiLU: x·σ(|α|·x); α₀ = 1 (starts as SiLU). docs/reproduction.md §1.2.
     Psilu,
     Psilu,
     "PSiLU",
@@ -543,8 +545,8 @@ alpha_activation!(
 );
 alpha_activation!(
     /// PSoftplus: softplus(α·x)/α with the **raw** α (no abs, as the original code; the 2023
-    /// re-upload switched to |α|, PAPER.md §8); α₀ = 1 (starts as Softplus). α must stay ≠ 0.
-    /// PAPER.md §1.2, §7.
+    /// re-upload switched to |α|, docs/reproduction.md §8); α₀ = 1 (starts as Softplus). α must
+    /// stay ≠ 0. docs/reproduction.md §1.2, §7.
     Psoftplus,
     Psoftplus,
     "PSoftplus",
@@ -555,7 +557,7 @@ alpha_activation!(
 // PSSiLU with a fixed β.
 
 /// PSSiLU with a fixed β hyperparameter (code `pssilu`): x·(σ(|α|x) − β)/(1 − β), learnable α
-/// (α₀ = 1, used through |α|), 0 ≤ β < 1 fixed. PAPER.md §1.2.
+/// (α₀ = 1, used through |α|), 0 ≤ β < 1 fixed. docs/reproduction.md §1.2.
 ///
 /// β defaults to 0.3 ([`PSSILU_FIXED_BETA_DEFAULT`], the `train.py --pssilu-beta` default) when
 /// built through dfdx ([`BuildModule`]); the official code also has the class default 0.1
@@ -649,7 +651,7 @@ activation_via_slots!(PssiluFixed, PssiluFixed, "PSSiLU-fixed-β");
 // PSSiLU with learnable α and β.
 
 /// PSSiLU (code `pssilu2`, the paper's main PAF): x·(σ(|α|x) − |β|)/(1 − |β|), learnable α₀ = 1
-/// and β₀ = 1e-8 (not 0, so d|β|/dβ = sign(β) ≠ 0). PAPER.md §1.2, §7.
+/// and β₀ = 1e-8 (not 0, so d|β|/dβ = sign(β) ≠ 0). docs/reproduction.md §1.2, §7.
 ///
 /// There is no clamp keeping |β| < 1 in the forward pass (as in the original); `set_parameter`,
 /// `freeze` and `validate` reject |β| ≥ 1.

@@ -1,6 +1,6 @@
-//! Shape properties of an activation (PAPER.md §1.3): the quantities the paper's abstract links
-//! to robustness — positive outputs on negative inputs and high but finite curvature — computed
-//! from the closed forms of [`ScalarActivation`].
+//! Shape properties of an activation (docs/reproduction.md §1.3): the quantities the paper's
+//! abstract links to robustness — positive outputs on negative inputs and high but finite
+//! curvature — computed from the closed forms of [`ScalarActivation`].
 //!
 //! Definitions (all from closed forms, no finite differences):
 //! - `value_at_zero`, `slope_at_zero`, `curvature_at_zero`: f(0), f′(0), f″(0), with the code's
@@ -29,8 +29,8 @@ pub const NEGATIVE_GRID: (f64, f64, usize) = (-5.0, 0.0, 1000);
 /// The curvature grid of [`ShapeProperties`]: `n` points from `lo` to `hi` inclusive.
 pub const CURVATURE_GRID: (f64, f64, usize) = (-5.0, 5.0, 2001);
 
-/// Shape summary of an activation with bound parameters (PAPER.md §1.3); see the module docs
-/// for the exact definitions.
+/// Shape summary of an activation with bound parameters (docs/reproduction.md §1.3); see the module
+/// docs for the exact definitions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShapeProperties {
     pub kind: ActivationKind,

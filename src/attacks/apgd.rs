@@ -1,6 +1,6 @@
 //! Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
 //! of diverse parameter-free attacks"): APGD-CE and APGD-T (targeted DLR loss), ℓ∞ and ℓ2, as
-//! in AutoAttack's standard version (PAPER.md §3.7: 100 iterations, 1 restart, ρ = 0.75,
+//! in AutoAttack's standard version (docs/reproduction.md §4: 100 iterations, 1 restart, ρ = 0.75,
 //! 9 target classes).
 //!
 //! Per image: step size `η = 2ε`; a momentum step `x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k −

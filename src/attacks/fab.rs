@@ -1,7 +1,7 @@
 //! FAB-T, the targeted Fast Adaptive Boundary attack (Croce & Hein 2020, "Minimally distorted
 //! adversarial examples with a fast adaptive boundary attack"), ℓ∞ and ℓ2, as in AutoAttack's
-//! standard version (PAPER.md §3.7: 100 iterations, 1 restart, 9 target classes, α_max = 0.1,
-//! η = 1.05, β = 0.9).
+//! standard version (docs/reproduction.md §4: 100 iterations, 1 restart, 9 target classes,
+//! α_max = 0.1, η = 1.05, β = 0.9).
 //!
 //! FAB looks for the smallest perturbation that crosses the decision boundary between the true
 //! class `y` and a target class `t`. At the iterate `x₁` the difference `f(z) = z_t(z) − z_y(z)`

@@ -1,7 +1,7 @@
-//! Adversarial attacks (PAPER.md §3.3, §3.4, §4): PGD (ℓ∞, ℓ2) with the paper's defaults and its
-//! random-start quirk, FGSM, TRADES' inner maximisation, and AutoAttack's APGD, FAB-T and
-//! Square, on any model of the crate and any device. Attacks run the model in evaluation mode and
-//! restore its mode afterwards.
+//! Adversarial attacks (docs/reproduction.md §3.3, §3.4, §4): PGD (ℓ∞, ℓ2) with the paper's
+//! defaults and its random-start quirk, FGSM, TRADES' inner maximisation, and AutoAttack's APGD,
+//! FAB-T and Square, on any model of the crate and any device. Attacks run the model in evaluation
+//! mode and restore its mode afterwards.
 //!
 //! Every attack takes an [`AttackModel`] (every [`crate::models::Classifier`] is one; tests use
 //! linear models, where the worst perturbation has a closed form), a clean batch `x` (pixels in
@@ -316,7 +316,7 @@ pub fn logits_of<M: AttackModel<D>, D: Backend>(
     Ok(m.attack_logits(xt).map_err(device_err)?.as_vec())
 }
 
-/// The paper's ℓ2 steps (`utils_adv.py`, PAPER.md §3.3/§3.4) where they differ from
+/// The paper's ℓ2 steps (`utils_adv.py`, docs/reproduction.md §3.3/§3.4) where they differ from
 /// torchattacks': an image whose gradient is exactly zero steps along `N(0, I)` (not normalised)
 /// instead of staying put — `grad[norms == 0] = randn_like(...)` — and, for TRADES, the step is
 /// projected onto `[0, 1]` before the ε-ball (`clamp_`, then `renorm_`).

@@ -1,4 +1,4 @@
-//! Projected gradient descent (PAPER.md §3.3; torchattacks' `PGD` / `PGDL2`) and FGSM.
+//! Projected gradient descent (docs/reproduction.md §3.3; torchattacks' `PGD` / `PGDL2`) and FGSM.
 //!
 //! ℓ∞: start `x + U(−ε, ε)`, then `steps` times `x ← x + α·sign(∇ₓ CE)`, `δ = clip(x − x₀, −ε, ε)`,
 //! `x = clamp(x₀ + δ, 0, 1)`. ℓ2: start `x + r·ε·n/‖n‖` (n ~ N(0, I), r ~ U(0, 1) per image),

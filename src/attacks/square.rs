@@ -1,6 +1,6 @@
 //! Square Attack (Andriushchenko et al. 2020), ℓ∞: a score-based random search that uses only
 //! the model's logits, never a gradient — AutoAttack's last attack (5,000 queries, `p_init` 0.8,
-//! PAPER.md §3.7) and the shape ablation's success-rate metric (§4, 1,000 queries).
+//! docs/reproduction.md §4) and the shape ablation's success-rate metric (§4, 1,000 queries).
 //!
 //! As in the reference implementation: start from vertical stripes `x + ε·s` (one random sign per
 //! image, channel and column); at iteration `i` draw one square of side

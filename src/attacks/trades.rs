@@ -1,9 +1,9 @@
-//! TRADES' inner maximisation (PAPER.md §3.4; Zhang et al. 2019, the paper's `trades_loss`):
-//! start at `x + 0.001·N(0, I)`, then `steps` sign-gradient steps (ℓ∞; ℓ2: normalised-gradient
-//! steps of `2ε/steps`) on `KL(softmax(f(x)) ‖ softmax(f(x_adv)))`, projecting onto the ε-ball and
-//! `[0, 1]` after each. The clean distribution is a constant during the attack, so the
-//! soft-target cross-entropy `−Σ p_clean · log_softmax(f(x_adv))`, which differs from the KL by
-//! the entropy of `p_clean`, has the same gradient and no `0·log 0`.
+//! TRADES' inner maximisation (docs/reproduction.md §3.4; Zhang et al. 2019, the paper's
+//! `trades_loss`): start at `x + 0.001·N(0, I)`, then `steps` sign-gradient steps (ℓ∞; ℓ2:
+//! normalised-gradient steps of `2ε/steps`) on `KL(softmax(f(x)) ‖ softmax(f(x_adv)))`, projecting
+//! onto the ε-ball and `[0, 1]` after each. The clean distribution is a constant during the attack,
+//! so the soft-target cross-entropy `−Σ p_clean · log_softmax(f(x_adv))`, which differs from the KL
+//! by the entropy of `p_clean`, has the same gradient and no `0·log 0`.
 //!
 //! `official_l2` switches the ℓ2 steps to the paper's `trades_loss`: zero-gradient images step
 //! along `N(0, I)`, and each step is projected onto `[0, 1]` before the ε-ball (the code's

@@ -1,6 +1,6 @@
-//! Training augmentation of PAPER.md §3.1: `RandomCrop(32, padding=4)` (zero padding) followed by
-//! `RandomHorizontalFlip` (p = 0.5), on 32×32×3 HWC bytes, seeded. Synthetic images get none
-//! (§3.5); test images get none.
+//! Training augmentation of docs/reproduction.md §3.1: `RandomCrop(32, padding=4)` (zero padding)
+//! followed by `RandomHorizontalFlip` (p = 0.5), on 32×32×3 HWC bytes, seeded. Synthetic images get
+//! none (§3.5); test images get none.
 
 use rand::Rng;
 

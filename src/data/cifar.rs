@@ -1,5 +1,5 @@
-//! CIFAR-10 and CIFAR-100 readers for the official binary format (PAPER.md §3.1: the CIFAR
-//! training and test sets, raw `[0, 1]` pixels, no normalisation).
+//! CIFAR-10 and CIFAR-100 readers for the official binary format (docs/reproduction.md §3.1: the
+//! CIFAR training and test sets, raw `[0, 1]` pixels, no normalisation).
 //!
 //! * CIFAR-10 (`cifar-10-batches-bin/`): `data_batch_1.bin` … `data_batch_5.bin` (train) and
 //!   `test_batch.bin`, records of 3073 bytes: one label byte (0–9), then 3072 pixel bytes.

@@ -1,6 +1,6 @@
-//! Downloads the CIFAR archives as torchvision does (PAPER.md §3.1: CIFAR-10/100 are the
-//! training and test data): fetch the `.tar.gz` from its official address, check its MD5 against
-//! the published one, extract it, check the expected files and sizes.
+//! Downloads the CIFAR archives as torchvision does (docs/reproduction.md §3.1: CIFAR-10/100 are
+//! the training and test data): fetch the `.tar.gz` from its official address, check its MD5
+//! against the published one, extract it, check the expected files and sizes.
 //!
 //! [`download_and_extract`] is the generic step (tests point it at a server on 127.0.0.1).
 //! It never leaves a half-made folder behind: the body streams into a temporary file inside

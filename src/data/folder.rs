@@ -1,6 +1,7 @@
-//! Class-per-folder PNG images, the layout the paper's code read DDPM-6M from (PAPER.md §3.5:
-//! `utils.py::get_synthetic_dataloader` builds a torchvision `ImageFolder` over `data/cifar5m/`,
-//! the CIFAR-5m `.npz` parts converted to one PNG per image, no augmentation).
+//! Class-per-folder PNG images, the layout the paper's code read DDPM-6M from
+//! (docs/reproduction.md §3.5: `utils.py::get_synthetic_dataloader` builds a torchvision
+//! `ImageFolder` over `data/cifar5m/`, the CIFAR-5m `.npz` parts converted to one PNG per image, no
+//! augmentation).
 //!
 //! `root/<class>/<image>.png`: every sub-directory of `root` is a class, every `.png` in it an
 //! image of that class. Classes are numbered in the order of their names (numerically when all

@@ -1,7 +1,7 @@
 //! [`ImageSet`]: labelled images held in memory as bytes, the common form every reader produces.
 //! Images are 32×32×3, channels last (HWC, as in the CIFAR `.npz` files and the crate's NHWC
 //! tensors), one byte per value; they become `[0, 1]` floats only when batched (no mean/std
-//! normalisation, PAPER.md §3.1).
+//! normalisation, docs/reproduction.md §3.1).
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
-//! Batching (PAPER.md §3.1, §3.5): seeded shuffled epochs, augmentation of real images, a
-//! background thread that prepares the next batches while the current one trains, and the mixed
+//! Batching (docs/reproduction.md §3.1, §3.5): seeded shuffled epochs, augmentation of real images,
+//! a background thread that prepares the next batches while the current one trains, and the mixed
 //! real + synthetic batches of the paper's DDPM runs.
 //!
 //! - [`Loader`]: one source; every epoch is a fresh seeded permutation; the last batch may be
@@ -346,7 +346,7 @@ impl Loader {
     }
 }
 
-/// Settings of a [`MixedLoader`] (PAPER.md §3.5: 256 + 256).
+/// Settings of a [`MixedLoader`] (docs/reproduction.md §3.5: 256 + 256).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MixedConfig {
     /// Real images per batch (> 0).

@@ -1,6 +1,6 @@
-//! Synthetic DDPM images stored as NumPy `.npz` archives (PAPER.md §3.5): DDPM-6M is CIFAR-5m,
-//! distributed as six `.npz` parts, and the later DDPM papers (Gowal et al., Wang et al.) ship
-//! their 1M-50M generated sets the same way.
+//! Synthetic DDPM images stored as NumPy `.npz` archives (docs/reproduction.md §3.5): DDPM-6M is
+//! CIFAR-5m, distributed as six `.npz` parts, and the later DDPM papers (Gowal et al., Wang et al.)
+//! ship their 1M-50M generated sets the same way.
 //!
 //! An `.npz` is a zip archive of `.npy` arrays: `image.npy` (`uint8`, `N×32×32×3`, C order, HWC)
 //! and `label.npy` (any integer dtype, `N` values in `0..classes`). CIFAR-5m names them `X.npy`

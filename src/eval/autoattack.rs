@@ -1,8 +1,8 @@
-//! AutoAttack's evaluation protocol (Croce & Hein 2020; `run_standard_evaluation`; PAPER.md §4):
-//! the attacks run one after the other, each only on the points every earlier attack left robust;
-//! a point's robust flag only ever goes from robust to broken (per-point worst case); the robust
-//! accuracy is reported after each attack; at the end every adversarial example is checked to lie
-//! in the ε-ball and in `[0, 1]` and to be finite.
+//! AutoAttack's evaluation protocol (Croce & Hein 2020; `run_standard_evaluation`;
+//! docs/reproduction.md §4): the attacks run one after the other, each only on the points every
+//! earlier attack left robust; a point's robust flag only ever goes from robust to broken
+//! (per-point worst case); the robust accuracy is reported after each attack; at the end every
+//! adversarial example is checked to lie in the ε-ball and in `[0, 1]` and to be finite.
 //!
 //! - [`AaVersion::Standard`]: APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square (5,000
 //!   queries), AutoAttack's `version='standard'` and what RobustBench reports.

@@ -1,4 +1,4 @@
-//! Evaluation (PAPER.md §4): clean accuracy, PGD and AutoAttack robust accuracy
+//! Evaluation (docs/reproduction.md §4): clean accuracy, PGD and AutoAttack robust accuracy
 //! ([`evaluate`] → [`EvalReport`], with a RobustBench-style `model_info` record), AutoAttack's
 //! protocol ([`autoattack`]) and the shape-ablation metrics ([`shape_metrics`]).
 

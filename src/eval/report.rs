@@ -1,7 +1,7 @@
-//! [`evaluate`]: one call that measures what the paper reports for a model on a test set (PAPER.md
-//! §4) — clean accuracy, PGD robust accuracy, AutoAttack robust accuracy per attack and final —
-//! with ε written exactly as given ("0.031" vs "8/255"), the number of examples, the seed and the
-//! time, as a serde [`EvalReport`], plus a RobustBench-style `model_info` record
+//! [`evaluate`]: one call that measures what the paper reports for a model on a test set
+//! (docs/reproduction.md §4) — clean accuracy, PGD robust accuracy, AutoAttack robust accuracy per
+//! attack and final — with ε written exactly as given ("0.031" vs "8/255"), the number of examples,
+//! the seed and the time, as a serde [`EvalReport`], plus a RobustBench-style `model_info` record
 //! ([`EvalReport::model_info`]).
 
 use std::path::Path;
@@ -27,7 +27,7 @@ pub enum Epsilon {
 }
 
 impl Epsilon {
-    /// The paper's ℓ∞ budget, 0.031 (PAPER.md §4).
+    /// The paper's ℓ∞ budget, 0.031 (docs/reproduction.md §4).
     pub const PAPER_LINF: Epsilon = Epsilon::Decimal(0.031);
     /// RobustBench's ℓ∞ budget, 8/255.
     pub const ROBUSTBENCH_LINF: Epsilon = Epsilon::Fraction(8, 255);

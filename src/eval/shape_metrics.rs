@@ -1,7 +1,7 @@
-//! The robustness metrics of the shape ablation (PAPER.md §4, the paper's `eval_std.py`): the
-//! average minimal adversarial radius by per-sample binary search with PGD, the Square attack's
-//! success rate, and the empirical Lipschitz constant. All run the model in evaluation mode, on
-//! host images (`n · H·W·C` values in `[0, 1]`, NHWC) in batches.
+//! The robustness metrics of the shape ablation (docs/reproduction.md §4, the paper's
+//! `eval_std.py`): the average minimal adversarial radius by per-sample binary search with PGD, the
+//! Square attack's success rate, and the empirical Lipschitz constant. All run the model in
+//! evaluation mode, on host images (`n · H·W·C` values in `[0, 1]`, NHWC) in batches.
 
 use dfdx::shapes::ConstDim;
 
@@ -91,9 +91,9 @@ fn still_correct<M: AttackModel<D>, D: Backend>(
 }
 
 /// The per-image minimal radius found by the binary search, for the images classified correctly
-/// (`None` for the others), and their average (PAPER.md §4.2): start at ε = 0.05, ε_prev = 0;
-/// while `Σ|ε − ε_prev| > tol`: PGD at ε; still correct → `ε += |ε_prev − ε|/2`, else
-/// `ε −= |ε_prev − ε|/2`; `ε_prev` ← the old ε; halve the PGD step.
+/// (`None` for the others), and their average (docs/reproduction.md §4, metric 2): start at
+/// ε = 0.05, ε_prev = 0; while `Σ|ε − ε_prev| > tol`: PGD at ε; still correct →
+/// `ε += |ε_prev − ε|/2`, else `ε −= |ε_prev − ε|/2`; `ε_prev` ← the old ε; halve the PGD step.
 pub fn average_radius<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     dev: &D,
@@ -159,8 +159,9 @@ pub fn average_radius<M: AttackModel<D>, D: Backend>(
     })
 }
 
-/// Square attack success rate (PAPER.md §4.3): among the images classified correctly, the
-/// fraction Square (ℓ∞, `n_queries`, ε) misclassifies. Returns (rate, number clean-correct).
+/// Square attack success rate (docs/reproduction.md §4, metric 3): among the images classified
+/// correctly, the fraction Square (ℓ∞, `n_queries`, ε) misclassifies. Returns (rate, number
+/// clean-correct).
 pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     dev: &D,
@@ -203,9 +204,9 @@ pub fn square_success_rate<M: AttackModel<D>, D: Backend>(
     ))
 }
 
-/// Empirical Lipschitz constant (PAPER.md §4.4): per batch, `adv` = PGD-10 (ε 0.031, step
-/// 0.0078, no random start); `Σ_batches ‖f(x) − f(adv)‖₁ / ‖adv − x‖∞` (norms over the whole
-/// batch tensor), divided by the number of images.
+/// Empirical Lipschitz constant (docs/reproduction.md §4, metric 4): per batch, `adv` = PGD-10
+/// (ε 0.031, step 0.0078, no random start); `Σ_batches ‖f(x) − f(adv)‖₁ / ‖adv − x‖∞` (norms over
+/// the whole batch tensor), divided by the number of images.
 pub fn empirical_lipschitz<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     dev: &D,

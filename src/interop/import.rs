@@ -1,5 +1,5 @@
-//! From a PyTorch checkpoint to a crate checkpoint (PAPER.md §1.1 and §2; `docs/reproduction.md`,
-//! "Checkpoints"): the official `model_best.pth.tar`, RobustBench's `Dai2021Parameterizing.pt`,
+//! From a PyTorch checkpoint to a crate checkpoint (docs/reproduction.md §1.1 and §2): the
+//! official `model_best.pth.tar`, RobustBench's `Dai2021Parameterizing.pt`,
 //! a bare or safetensors `state_dict` is read by [`super::torch_file`], mapped onto the model
 //! its architecture names ([`crate::train::with_model`]), and saved with a training configuration (dataset,
 //! threat model) so that `robust-paf eval` and [`crate::train::assess`] can evaluate it. The CLI's

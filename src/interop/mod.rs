@@ -1,5 +1,5 @@
-//! PyTorch interoperability (PAPER.md §2 for the architectures and their `state_dict` keys,
-//! §3.6 for what the official checkpoints hold; `docs/reproduction.md`): read the official code's
+//! PyTorch interoperability (docs/reproduction.md §2 for the architectures and their
+//! `state_dict` keys, §3.6 for what the official checkpoints hold): read the official code's
 //! `model_best.pth.tar` and RobustBench's checkpoints **without executing pickle code**
 //! ([`torch_file`]), map their keys onto the crate's models and write them back in PyTorch's
 //! names and layouts ([`state_dict`]); [`import`] turns a PyTorch file into a crate checkpoint

@@ -1,4 +1,4 @@
-//! A PyTorch `state_dict` onto a crate model and back (PAPER.md §2: the reference
+//! A PyTorch `state_dict` onto a crate model and back (docs/reproduction.md §2: the reference
 //! architectures' keys).
 //!
 //! The crate's tensors already carry the reference `state_dict` keys; two things differ:

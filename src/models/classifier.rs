@@ -1,6 +1,6 @@
 //! The interface every architecture of the crate implements: an image classifier with one shared
-//! activation (PAPER.md §1.1), batch norm switched between train and eval mode (§3.3), and
-//! running statistics updated only by `&mut` forward passes.
+//! activation (docs/reproduction.md §1.1), batch norm switched between train and eval mode (§3.3),
+//! and running statistics updated only by `&mut` forward passes.
 
 use dfdx::nn::TensorCollection;
 use dfdx::shapes::{ConstDim, Dim};
@@ -10,7 +10,8 @@ use super::layers::{BatchNormState, Mode, StatsRecorder};
 use crate::activations::Activation;
 use crate::ops::{Backend, Elem};
 
-/// The input batch of a classifier `M`: `(B, H, W, C)`, raw [0, 1] pixels (PAPER.md §2.5).
+/// The input batch of a classifier `M`: `(B, H, W, C)`, raw [0, 1] pixels
+/// (docs/reproduction.md §2.5).
 pub type InputOf<M, B, D, T> = Tensor<
     (
         B,
@@ -54,9 +55,9 @@ pub trait Classifier<D: Backend>: TensorCollection<Elem, D> + Clone + std::fmt::
     fn activation_mut(&mut self) -> &mut Self::Act;
 
     /// The module paths at which the reference PyTorch architecture registers the shared
-    /// activation (PAPER.md §2), so its `state_dict` holds α/β once per site: `activation`,
-    /// `layer1.0.activation`, ... The default, `["activation"]`, is the crate's own naming (for
-    /// models without a PyTorch reference).
+    /// activation (docs/reproduction.md §2), so its `state_dict` holds α/β once per site:
+    /// `activation`, `layer1.0.activation`, ... The default, `["activation"]`, is the crate's own
+    /// naming (for models without a PyTorch reference).
     fn torch_activation_sites(&self) -> Vec<String> {
         vec!["activation".to_string()]
     }

@@ -1,5 +1,5 @@
-//! Layers of the paper's architectures (PAPER.md §2): 2-D convolution (with and without bias)
-//! and batch norm with a run-time train/eval [`Mode`], each a dfdx `TensorCollection` whose
+//! Layers of the paper's architectures (docs/reproduction.md §2): 2-D convolution (with and without
+//! bias) and batch norm with a run-time train/eval [`Mode`], each a dfdx `TensorCollection` whose
 //! tensor names follow PyTorch's `state_dict` (`weight`, `bias`, `running_mean`, `running_var`).
 //!
 //! Batch norm: in [`Mode::Train`] it normalises with the batch statistics; the running
@@ -81,7 +81,7 @@ pub trait BatchNormState {
 
 /// Conv weight init used by every architecture of the paper: N(0, sqrt(2 / (K·K·C_out))), i.e.
 /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")` (ResNet, VGG) and WRN's
-/// `normal_(0, sqrt(2/n))`, `n = k·k·out_channels` (PAPER.md §2.1, §2.2).
+/// `normal_(0, sqrt(2/n))`, `n = k·k·out_channels` (docs/reproduction.md §2.1, §2.2).
 fn kaiming_fan_out<const CO: usize, const K: usize, const CI: usize, E: Dtype, D: Device<E>>(
     t: &mut Tensor<Rank4<CO, K, K, CI>, E, D>,
 ) -> Result<(), D::Err> {

@@ -1,5 +1,5 @@
-//! The paper's architectures (PAPER.md §2), compile-time shaped and generic over the shared
-//! activation: CIFAR ResNet-18, pre-activation WideResNet (28-10, 16-4, 34-10, ...),
+//! The paper's architectures (docs/reproduction.md §2), compile-time shaped and generic over the
+//! shared activation: CIFAR ResNet-18, pre-activation WideResNet (28-10, 16-4, 34-10, ...),
 //! ImageNet-stem ResNet-18, VGG-16-BN; and, not from the paper, a small CNN for quick CPU runs. Inputs are raw [0, 1] pixels in NHWC, no normalisation
 //! (§2.5). Tensor names follow the reference PyTorch `state_dict` keys.
 

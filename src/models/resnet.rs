@@ -1,6 +1,6 @@
-//! ResNet-18 (PAPER.md §2.1 CIFAR stem; §2.3 ImageNet stem), torchvision-style post-activation
-//! BasicBlocks `[2, 2, 2, 2]` at widths 64–512, one activation shared by all 17 sites.
-//! Tensor names follow the reference `state_dict`: `conv1`, `bn1`, `layer1.0.conv1`,
+//! ResNet-18 (docs/reproduction.md §2.1 CIFAR stem; §2.3 ImageNet stem), torchvision-style
+//! post-activation BasicBlocks `[2, 2, 2, 2]` at widths 64–512, one activation shared by all 17
+//! sites. Tensor names follow the reference `state_dict`: `conv1`, `bn1`, `layer1.0.conv1`,
 //! `layer2.0.downsample.0`, `layer2.0.downsample.1`, `fc`, `activation.alpha`.
 
 use dfdx::nn::modules::Linear;
@@ -277,7 +277,7 @@ macro_rules! resnet18_model {
         where
             Self: BuildModule<D, Elem>,
         {
-            /// Builds the network with the paper's initialisation (PAPER.md §2): convs
+            /// Builds the network with the paper's initialisation (docs/reproduction.md §2): convs
             /// N(0, sqrt(2/fan_out)), BN weight 1 / bias 0, `fc` PyTorch's default uniform
             /// ±1/sqrt(512), the activation at its paper initial values.
             pub fn try_new(dev: &D) -> Result<Self, D::Err> {
@@ -386,8 +386,8 @@ fn imagenet_stem<
 }
 
 resnet18_model!(
-    /// CIFAR ResNet-18 (PAPER.md §2.1): 3×3 stem, no max-pool, 32×32×3 input; 11,173,962
-    /// parameters for 10 classes plus the activation's 0–2.
+    /// CIFAR ResNet-18 (docs/reproduction.md §2.1): 3×3 stem, no max-pool, 32×32×3 input;
+    /// 11,173,962 parameters for 10 classes plus the activation's 0–2.
     ResNet18,
     Conv2d<3, W1, 3, 1, 1, D, E>,
     "ResNet-18",
@@ -396,8 +396,8 @@ resnet18_model!(
 );
 
 resnet18_model!(
-    /// ResNet-18 with the ImageNet stem (PAPER.md §2.3, ImageNette): 7×7/2 conv, 3×3/2 max-pool,
-    /// 224×224×3 input; 11,181,642 parameters for 10 classes plus the activation's 0–2.
+    /// ResNet-18 with the ImageNet stem (docs/reproduction.md §2.3, ImageNette): 7×7/2 conv, 3×3/2
+    /// max-pool, 224×224×3 input; 11,181,642 parameters for 10 classes plus the activation's 0–2.
     ResNet18ImageNet,
     Conv2d<3, W1, 7, 2, 3, D, E>,
     "ResNet-18-ImageNet",

@@ -1,4 +1,4 @@
-//! VGG-16 with batch norm for 32×32 inputs (PAPER.md §2.4; configuration "D"): thirteen
+//! VGG-16 with batch norm for 32×32 inputs (docs/reproduction.md §2.4; configuration "D"): thirteen
 //! conv3×3(bias) → BN → act layers with 2×2 max-pools, then Dropout → Linear(512, 512) → act →
 //! Dropout → Linear(512, 512) → act → Linear(512, NC); one activation shared by all 15 sites.
 //! Tensor names follow torchvision's `features.{i}` / `classifier.{i}` indices (the shared

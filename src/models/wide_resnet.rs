@@ -1,6 +1,6 @@
-//! Pre-activation WideResNet (PAPER.md §2.2; identical to RobustBench's `PAF_WideResNet`):
-//! depth `6·N + 4`, widths `[16, 16k, 32k, 64k]`, no dropout, one activation shared by all
-//! sites (25 for WRN-28-10). Tensor names follow the reference `state_dict`: `conv1`,
+//! Pre-activation WideResNet (docs/reproduction.md §2.2; identical to RobustBench's
+//! `PAF_WideResNet`): depth `6·N + 4`, widths `[16, 16k, 32k, 64k]`, no dropout, one activation
+//! shared by all sites (25 for WRN-28-10). Tensor names follow the reference `state_dict`: `conv1`,
 //! `block1.layer.0.bn1`, `block1.layer.0.conv1`, `block1.layer.0.convShortcut`, `bn1`, `fc`.
 
 use dfdx::nn::modules::Linear;
@@ -281,7 +281,7 @@ pub struct WideResNet<
     pub fc: Linear<W3, NC, E, D>,
 }
 
-/// WRN-28-10 (PAPER.md §2.2): 36,479,194 parameters plus the activation's.
+/// WRN-28-10 (docs/reproduction.md §2.2): 36,479,194 parameters plus the activation's.
 pub type WideResNet28x10<A, D> = WideResNet<A, D, Elem, 4, 160, 320, 640, 10>;
 /// WRN-16-4.
 pub type WideResNet16x4<A, D> = WideResNet<A, D, Elem, 2, 64, 128, 256, 10>;
@@ -351,7 +351,7 @@ impl<
 where
     Self: BuildModule<D, Elem>,
 {
-    /// Builds the network with the reference initialisation (PAPER.md §2.2): convs
+    /// Builds the network with the reference initialisation (docs/reproduction.md §2.2): convs
     /// N(0, sqrt(2/(k·k·out))), BN weight 1 / bias 0, `fc` bias 0 and weight PyTorch's default.
     pub fn try_new(dev: &D) -> Result<Self, D::Err> {
         let mut m = Self::try_build(dev)?;

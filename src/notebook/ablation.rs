@@ -1,5 +1,5 @@
-//! The ablation notebooks' entry points (PAPER.md §3.7 and §6; `notebooks/03_*`): one call per
-//! cell, concrete types only, so a cell compiles in a fraction of a second.
+//! The ablation notebooks' entry points (docs/reproduction.md §3.7 and §6; `notebooks/03_*`): one
+//! call per cell, concrete types only, so a cell compiles in a fraction of a second.
 //!
 //! A notebook runs in one of two modes ([`setup`]), from the environment:
 //! - `ROBUST_PAF_MODE=quick` (the default): [`run_or_collect`] trains the notebook's small
@@ -144,7 +144,7 @@ impl fmt::Display for SweepOutcome {
     }
 }
 
-/// Quick mode: parses `quick_toml` (a sweep, PAPER.md-scale or not, whose `base` is a preset)
+/// Quick mode: parses `quick_toml` (a sweep, paper-scale or not, whose `base` is a preset)
 /// and trains its unfinished runs on the CPU. Full mode: reads the sweep file `full_sweep`
 /// (relative paths resolve against the working directory, `notebooks/` under Jupyter) and
 /// collects its finished runs, training nothing. Either way the runs live in

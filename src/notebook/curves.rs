@@ -1,6 +1,6 @@
-//! Training curves (PAPER.md §3.2, §5.2's figures of learned α/β over training): per epoch, the
-//! training loss, the test clean and PGD accuracy, and the shared activation's parameters, one
-//! line per run, from the runs' `metrics.jsonl` ([`crate::train::EpochRecord`]).
+//! Training curves (docs/reproduction.md §3.2, §5.2's figures of learned α/β over training): per
+//! epoch, the training loss, the test clean and PGD accuracy, and the shared activation's
+//! parameters, one line per run, from the runs' `metrics.jsonl` ([`crate::train::EpochRecord`]).
 
 use std::path::Path;
 

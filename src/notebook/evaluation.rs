@@ -1,8 +1,8 @@
-//! Notebook 05's entry points (PAPER.md §4; `notebooks/05_evaluation`): import a PyTorch or
-//! RobustBench checkpoint and check it computes what PyTorch computed, evaluate a checkpoint
-//! file (clean, PGD, each AutoAttack attack), interrupt an AutoAttack evaluation and resume it
-//! from its state file, and show the result as a table and as a RobustBench-style record. All on
-//! the CPU, concrete types only.
+//! Notebook 05's entry points (docs/reproduction.md §4; `notebooks/05_evaluation`): import a
+//! PyTorch or RobustBench checkpoint and check it computes what PyTorch computed, evaluate a
+//! checkpoint file (clean, PGD, each AutoAttack attack), interrupt an AutoAttack evaluation and
+//! resume it from its state file, and show the result as a table and as a RobustBench-style record.
+//! All on the CPU, concrete types only.
 
 use std::cell::Cell;
 use std::fmt;

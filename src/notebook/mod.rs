@@ -5,7 +5,8 @@
 //! - [`Figure`]: an SVG string with a title, shown inline as `image/svg+xml` by
 //!   [`Figure::evcxr_display`] and written to a file by [`Figure::save`];
 //! - [`plot_activations`] / [`plot_paper_activations`]: f, f′ and f″ of any activations side by
-//!   side (the formulas of PAPER.md §1.2), and [`plot_pssilu_family`]: how α and β move PSSiLU;
+//!   side (the formulas of docs/reproduction.md §1.2), and [`plot_pssilu_family`]: how α and β move
+//!   PSSiLU;
 //! - [`plot_training_curves`] / [`plot_run_dirs`]: loss, clean and PGD accuracy and α/β per
 //!   epoch of training runs;
 //! - [`ablation`]: the ablation notebooks' sweeps (quick mode trains them live, full mode reads
@@ -16,9 +17,9 @@
 //! - [`synthetic`]: PGD-AT with extra images mixed 1:1 into the batches (notebook 04): the
 //!   bundled stand-in set, and what the extra data changed per activation;
 //! - [`shape_sweep`]: the shape ablation — metrics of frozen-shape runs against the parameter;
-//! - [`ShapeTable`] / [`shape_table`]: the shape properties of PAPER.md §1.3 (positive outputs on
-//!   negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text table
-//!   elsewhere.
+//! - [`ShapeTable`] / [`shape_table`]: the shape properties of docs/reproduction.md §1.3 (positive
+//!   outputs on negative inputs, finite curvature at 0) as an HTML table in Jupyter and a text
+//!   table elsewhere.
 //!
 //! Plots are drawn with plotters' SVG backend with its default features off: text becomes SVG
 //! `<text>` elements, so no font files or system libraries are needed.

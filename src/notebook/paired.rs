@@ -1,5 +1,5 @@
 //! Two activations compared seed by seed (notebook 03's laptop-scale demonstration; the
-//! paper's PSSiLU-against-ReLU comparison, PAPER.md §5.1 and docs/reproduction.md): with a few
+//! paper's PSSiLU-against-ReLU comparison, docs/reproduction.md §5.1): with a few
 //! seeds, "PSSiLU beats ReLU" is a claim about each seed's pair of runs, not about two means.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Line plots of activations and their first two derivatives (PAPER.md §1.2, §1.3).
+//! Line plots of activations and their first two derivatives (docs/reproduction.md §1.2, §1.3).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -64,7 +64,7 @@ impl PlotOptions {
     }
 }
 
-/// The twelve activations of PAPER.md §1.2 at the paper's initial parameters.
+/// The twelve activations of docs/reproduction.md §1.2 at the paper's initial parameters.
 pub fn paper_activations() -> Vec<ScalarActivation> {
     ActivationKind::ALL
         .into_iter()
@@ -210,7 +210,7 @@ fn group_coincident(grids: &[ShapeGrid], labels: &[String]) -> (Vec<ShapeGrid>, 
 /// Plots PSSiLU, f(x) = x·(σ(|α|x) − |β|)/(1 − |β|), for every α in `alphas` (one colour each)
 /// and β in `betas` (one column each), with f, f′ and f″ in three rows, on [−5, 5]. α sets the
 /// curvature at 0 (f″(0) = |α|/(2(1 − |β|))), β the slope −|β|/(1 − |β|) on very negative
-/// inputs, i.e. how positive the outputs on negative inputs are (PAPER.md §1.3).
+/// inputs, i.e. how positive the outputs on negative inputs are (docs/reproduction.md §1.3).
 pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error> {
     plot_pssilu_family_with(alphas, betas, &PlotOptions::default())
 }

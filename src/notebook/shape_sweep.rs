@@ -1,4 +1,4 @@
-//! The shape ablation (PAPER.md §4 and §6 step 3; `notebooks/02_shape_ablation`): each
+//! The shape ablation (docs/reproduction.md §4 and §6 step 3; `notebooks/02_shape_ablation`): each
 //! parametric family trained with its shape parameter frozen at several values, and the
 //! robustness of each value — clean accuracy, the average minimal radius, the Square success
 //! rate and the empirical Lipschitz constant of `eval_std.py` for standard training, PGD accuracy
@@ -46,7 +46,7 @@ pub struct ShapeSweepRow {
     /// The activation as trained (frozen values, learned ones at the end, mean over seeds).
     pub alpha: f64,
     pub beta: f64,
-    /// f′(−∞) < −0.001: positive outputs that grow as x → −∞ (PAPER.md §1.3).
+    /// f′(−∞) < −0.001: positive outputs that grow as x → −∞ (docs/reproduction.md §1.3).
     pub positive_on_negative_inputs: bool,
     /// f″(0) (infinite: a kink at 0, as ReLU).
     pub curvature_at_zero: f64,

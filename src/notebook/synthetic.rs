@@ -1,5 +1,5 @@
-//! Notebook 04's entry points: PGD-AT with extra images mixed 1:1 into every batch (PAPER.md
-//! §3.5, the DDPM-6M runs behind the paper's headline; docs/reproduction.md).
+//! Notebook 04's entry points: PGD-AT with extra images mixed 1:1 into every batch
+//! (docs/reproduction.md §3.5, the DDPM-6M runs behind the paper's headline).
 //!
 //! - [`extra_set`]: the bundled stand-in for generated data that quick mode mixes in
 //!   ([`crate::data::fashion_mnist::extra_npz_path`]: 1,000 real Fashion-MNIST training images

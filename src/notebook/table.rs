@@ -1,4 +1,4 @@
-//! [`ShapeTable`]: the shape properties of PAPER.md §1.3 for a list of activations.
+//! [`ShapeTable`]: the shape properties of docs/reproduction.md §1.3 for a list of activations.
 
 use std::fmt;
 
@@ -21,10 +21,11 @@ pub fn shape_table(acts: &[ScalarActivation]) -> ShapeTable {
 }
 
 /// Columns: name and parameters, the curvature property (f″(0); a kink, i.e. infinite curvature,
-/// at 0; max |f″| on [−5, 5]) and the negative-input property of the paper (PAPER.md §1.3):
-/// outputs that grow positive as x → −∞, i.e. f′(−∞) < 0 (PSSiLU with β ≠ 0, PReLU with α < 0).
-/// Softplus, positive everywhere but tending to 0 (f′(−∞) = 0), does not have it; nor does an
-/// activation whose slope there is above [`NEGATIVE_SLOPE`] (PSSiLU at its initial β = 1e-8).
+/// at 0; max |f″| on [−5, 5]) and the negative-input property of the paper
+/// (docs/reproduction.md §1.3): outputs that grow positive as x → −∞, i.e. f′(−∞) < 0 (PSSiLU with
+/// β ≠ 0, PReLU with α < 0). Softplus, positive everywhere but tending to 0 (f′(−∞) = 0), does not
+/// have it; nor does an activation whose slope there is above [`NEGATIVE_SLOPE`] (PSSiLU at its
+/// initial β = 1e-8).
 const HEADER: [&str; COLUMNS] = [
     "activation",
     "α",

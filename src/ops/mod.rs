@@ -1,7 +1,7 @@
 //! Tensor operations that dfdx 0.13 lacks on stable Rust: 2-D convolution, batch norm with a
 //! run-time train/eval switch (eval mode passes gradients to its input, which attacks need),
 //! average / max / global pooling, flatten, and a fused point-wise op with scalar parameters that
-//! the activations of PAPER.md §1.2 are built on.
+//! the activations of docs/reproduction.md §1.2 are built on.
 //!
 //! Every op records its backward pass on the dfdx tape of its input, comes as `try_*` (returning
 //! the device error) plus an infallible form, and is generic over the device through

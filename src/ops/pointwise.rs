@@ -3,7 +3,7 @@
 //! One forward pass computes `f`, one backward pass computes `∂f/∂x` for the input and sums
 //! `g · ∂f/∂p` over every element for each parameter. Because the sum runs over every call of
 //! the op, a parameter tensor used at many sites of a network (the paper's single shared
-//! activation, PAPER.md §1.1) receives the sum of all their contributions.
+//! activation, docs/reproduction.md §1.1) receives the sum of all their contributions.
 
 use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Tape, Tensor};

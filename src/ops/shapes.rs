@@ -30,7 +30,7 @@ macro_rules! conv_out {
     };
 }
 
-// The (kernel, stride, padding) triples of the paper's architectures (PAPER.md §2):
+// The (kernel, stride, padding) triples of the paper's architectures (docs/reproduction.md §2):
 conv_out!(3, 1, 1, 1); // 3×3 convs
 conv_out!(3, 2, 1, 1); // strided 3×3 convs, ImageNet 3×3/2 max-pool
 conv_out!(1, 1, 0, 1); // 1×1 shortcuts

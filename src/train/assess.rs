@@ -1,4 +1,4 @@
-//! Evaluating saved checkpoints and runs (PAPER.md §4; `docs/reproduction.md`, "Evaluation"):
+//! Evaluating saved checkpoints and runs (docs/reproduction.md §4):
 //! the official `eval.py` (clean, PGD, AutoAttack: [`evaluate_checkpoint`]) and `eval_std.py`
 //! (the shape ablation's metrics — clean accuracy, average minimal radius, Square success rate,
 //! empirical Lipschitz: [`shape_metrics_of_checkpoint`], [`run_shape_metrics`]) on a checkpoint
@@ -263,7 +263,7 @@ impl ShapeMetricsConfig {
     }
 }
 
-/// The shape-ablation metrics of one model (PAPER.md §4: `eval_std.py`).
+/// The shape-ablation metrics of one model (docs/reproduction.md §4: `eval_std.py`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShapeMetrics {
     /// The model's [`Classifier::architecture`].

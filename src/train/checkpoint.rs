@@ -1,5 +1,5 @@
-//! Checkpoints (PAPER.md §3.2): one safetensors file holding every tensor of a model by its
-//! `state_dict` name (parameters and BN running statistics), the optimizer's momentum buffers
+//! Checkpoints (docs/reproduction.md §3.2): one safetensors file holding every tensor of a model by
+//! its `state_dict` name (parameters and BN running statistics), the optimizer's momentum buffers
 //! (`optimizer.momentum_buffer.<name>`) and a JSON metadata entry (`__metadata__["robust_paf"]`):
 //! architecture, activation and classes, the activation's parameters and frozen values, a CRC-32
 //! of the tensor bytes, and — for a training run — its position (epoch, step, schedule, best

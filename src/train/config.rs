@@ -1,4 +1,4 @@
-//! Training configurations (PAPER.md §3.1–§3.7): serde types
+//! Training configurations (docs/reproduction.md §3.1–§3.7): serde types
 //! read from and written as TOML, every field validated with an error that names the field and
 //! the bad value, `--set key=value` overrides, and the presets of every experiment of the paper
 //! (`configs/presets/*.toml`, compiled in).
@@ -9,7 +9,7 @@
 //! | official flag | here |
 //! |---|---|
 //! | `--arch resnet18 \| wrn_28_10 \| vgg16_bn` | `model.arch = "resnet18" \| "wrn-28-10" \| "vgg16-bn"` (the official spellings are accepted) |
-//! | `--activation pssilu2` | `model.activation = "pssilu2"` (the code names, PAPER.md §1.2) |
+//! | `--activation pssilu2` | `model.activation = "pssilu2"` (the code names, docs/reproduction.md §1.2) |
 //! | `--fix-act --fix-act-val V` | `model.fix_alpha = V` (`model.fix_beta` also freezes PSSiLU's β) |
 //! | `--pssilu-beta B` | `model.pssilu_beta = B` (fixed-β PSSiLU only) |
 //! | `--trainer baseline \| madry \| adv` | `trainer.kind = "standard" \| "pgd-at" \| "trades"` (the official names are accepted) |
@@ -58,7 +58,7 @@ fn default_seed() -> u64 {
     12345
 }
 
-/// The architectures a run can train (PAPER.md §2).
+/// The architectures a run can train (docs/reproduction.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Arch {
     /// CIFAR ResNet-18 (§2.1).
@@ -161,7 +161,8 @@ pub struct ModelConfig {
     pub arch: Arch,
     /// The official code name (`relu`, `prelu`, `pssilu2`, ...; `pssilu` is fixed-β PSSiLU).
     pub activation: ActivationKind,
-    /// `--fix-act --fix-act-val V`: α frozen at V (PAPER.md §1.4; only α, as in the official code).
+    /// `--fix-act --fix-act-val V`: α frozen at V (docs/reproduction.md §1.4; only α, as in the
+    /// official code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix_alpha: Option<f64>,
     /// PSSiLU's β frozen at this value (not in the official code; for the shape sweep).
@@ -209,7 +210,7 @@ impl Dataset {
     }
 }
 
-/// Where the synthetic images of a 1:1 real + synthetic run come from (PAPER.md §3.5).
+/// Where the synthetic images of a 1:1 real + synthetic run come from (docs/reproduction.md §3.5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
@@ -257,7 +258,7 @@ pub struct DataConfig {
     /// Train on the first `n` training images only (quick runs); `None`: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_subset: Option<usize>,
-    /// Random crop (padding 4) + flip of the real images (PAPER.md §3.1).
+    /// Random crop (padding 4) + flip of the real images (docs/reproduction.md §3.1).
     #[serde(default = "yes")]
     pub augment: bool,
     /// 1:1 real + synthetic batches (DDPM-6M runs).
@@ -265,7 +266,7 @@ pub struct DataConfig {
     pub synthetic: Option<SyntheticConfig>,
 }
 
-/// Which objective a run minimises (PAPER.md §3.3, §3.4).
+/// Which objective a run minimises (docs/reproduction.md §3.3, §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TrainerKind {
     /// Standard training on clean images (`--trainer baseline`).
@@ -301,7 +302,7 @@ impl TrainerKind {
         self != TrainerKind::Standard
     }
     /// The official β-gradient clip of PSSiLU: 0.01 for standard training and PGD-AT, 0.1 for
-    /// TRADES (PAPER.md §3.6).
+    /// TRADES (docs/reproduction.md §3.6).
     pub fn default_beta_grad_clip(self) -> f64 {
         match self {
             TrainerKind::Trades => 0.1,
@@ -316,7 +317,7 @@ impl std::fmt::Display for TrainerKind {
     }
 }
 
-/// The objective and its attack (PAPER.md §3.3, §3.4, §3.6).
+/// The objective and its attack (docs/reproduction.md §3.3, §3.4, §3.6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerConfig {
@@ -401,7 +402,7 @@ impl TrainerConfig {
     }
 }
 
-/// SGD and its schedule (PAPER.md §3.1).
+/// SGD and its schedule (docs/reproduction.md §3.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
@@ -437,7 +438,7 @@ impl Default for OptimConfig {
     }
 }
 
-/// Which test metric chooses `best.safetensors` (PAPER.md §3.2).
+/// Which test metric chooses `best.safetensors` (docs/reproduction.md §3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Selection {
@@ -447,7 +448,7 @@ pub enum Selection {
     Pgd,
 }
 
-/// The per-epoch evaluation on the test set (PAPER.md §3.2).
+/// The per-epoch evaluation on the test set (docs/reproduction.md §3.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSettings {
@@ -790,7 +791,8 @@ pub fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), TrainError
     Ok(())
 }
 
-/// The presets: `(name, TOML)` for every experiment of PAPER.md §3.7 and the quick ones.
+/// The presets: `(name, TOML)` for every experiment of docs/reproduction.md §3.7 and the quick
+/// ones.
 pub const PRESETS: &[(&str, &str)] = &[
     (
         "cifar10-linf-resnet18",

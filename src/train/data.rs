@@ -1,5 +1,5 @@
-//! The datasets a [`TrainConfig`] names (PAPER.md §3.1, §3.5): the real training images, the
-//! synthetic ones of a 1:1 run, the test set, and the loader that batches them.
+//! The datasets a [`TrainConfig`] names (docs/reproduction.md §3.1, §3.5): the real training
+//! images, the synthetic ones of a 1:1 run, the test set, and the loader that batches them.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Training (PAPER.md §3): standard training, PGD-AT and TRADES exactly as the official
+//! Training (docs/reproduction.md §3): standard training, PGD-AT and TRADES exactly as the official
 //! `train.py` + `trainers.py`, with checkpoints that survive `kill -9`, per-epoch evaluation and
 //! model selection, TOML configurations and presets, and parameter sweeps.
 //!

@@ -1,4 +1,4 @@
-//! The paper's optimisation (PAPER.md §3.1, §3.6, §1.4):
+//! The paper's optimisation (docs/reproduction.md §3.1, §3.6, §1.4):
 //! PyTorch's `torch.optim.SGD` (Nesterov momentum 0.9, weight decay 5e-4 on every parameter, α
 //! and β included, one parameter group) with its momentum buffers kept by `state_dict` name so a
 //! checkpoint can hold them, the per-iteration cosine schedule with the official code's optional
@@ -31,7 +31,7 @@ use crate::models::Classifier;
 use crate::ops::{Backend, Elem};
 use crate::Error;
 
-/// SGD hyperparameters (PAPER.md §3.1 defaults).
+/// SGD hyperparameters (docs/reproduction.md §3.1 defaults).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SgdSettings {
@@ -76,7 +76,7 @@ impl SgdSettings {
 }
 
 /// `lr(t) = lr_min + (lr_max − lr_min)·(1 + cos(π·t/T))/2`: PyTorch's `CosineAnnealingLR`
-/// closed form, stepped every iteration (PAPER.md §7; `lr_min` = 0.001 in the paper).
+/// closed form, stepped every iteration (docs/reproduction.md §7; `lr_min` = 0.001 in the paper).
 pub fn cosine_lr(t: usize, total: usize, lr_max: f64, lr_min: f64) -> f64 {
     let frac = if total == 0 {
         1.0
@@ -89,12 +89,12 @@ pub fn cosine_lr(t: usize, total: usize, lr_max: f64, lr_min: f64) -> f64 {
 /// The learning rate and momentum of every iteration of a run: an optional warm-up of
 /// `warmup_steps` iterations, then the per-iteration cosine over `main_steps` iterations.
 ///
-/// The warm-up is the official `--warmup` (PAPER.md §3.1): extra epochs *before* the cosine
-/// schedule with PyTorch's `CyclicLR(base_lr = 0.005, max_lr = lr, step_size_up = warmup steps)`,
-/// i.e. the learning rate rises linearly from 0.005 to `lr`, and — `CyclicLR`'s default
-/// `cycle_momentum` — the momentum falls linearly from 0.9 to 0.8. The official code then resets
-/// only the learning rate, so **the rest of the run keeps momentum 0.8** (`warmup_keeps_momentum`,
-/// faithful by default; `false` restores the configured momentum).
+/// The warm-up is the official `--warmup` (docs/reproduction.md §3.1): extra epochs *before*
+/// the cosine schedule with PyTorch's `CyclicLR(base_lr = 0.005, max_lr = lr, step_size_up =
+/// warmup steps)`, i.e. the learning rate rises linearly from 0.005 to `lr`, and — `CyclicLR`'s
+/// default `cycle_momentum` — the momentum falls linearly from 0.9 to 0.8. The official code then
+/// resets only the learning rate, so **the rest of the run keeps momentum 0.8**
+/// (`warmup_keeps_momentum`, faithful by default; `false` restores the configured momentum).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrSchedule {
     pub lr: f64,
@@ -139,7 +139,7 @@ impl LrSchedule {
 }
 
 /// PyTorch's `clip_grad_norm_` coefficient for one tensor of norm `norm`: `max / (norm + 1e-6)`
-/// when that is below 1, else 1 (PAPER.md §3.6: β's gradient, `max` = 0.01 or 0.1).
+/// when that is below 1, else 1 (docs/reproduction.md §3.6: β's gradient, `max` = 0.01 or 0.1).
 pub fn clip_coefficient(norm: f64, max: f64) -> f64 {
     let c = max / (norm + 1e-6);
     if c < 1.0 {

@@ -1,5 +1,5 @@
-//! A training run (PAPER.md §3.1, §3.2): the epoch loop over a [`TrainConfig`], with the
-//! per-epoch evaluation and model selection of the official `train.py`, a run directory, and
+//! A training run (docs/reproduction.md §3.1, §3.2): the epoch loop over a [`TrainConfig`], with
+//! the per-epoch evaluation and model selection of the official `train.py`, a run directory, and
 //! resume after any interruption.
 //!
 //! The run directory holds

@@ -1,5 +1,5 @@
-//! One training step of each trainer, exactly as the official `trainers.py` (PAPER.md §3.3,
-//! §3.4, §3.6), on any model and device.
+//! One training step of each trainer, exactly as the official `trainers.py`
+//! (docs/reproduction.md §3.3, §3.4, §3.6), on any model and device.
 //!
 //! - **Standard** (`baseline`): train mode, `CE(f(x), y)` (+ PSSiLU's penalty).
 //! - **PGD-AT** (`madry`): (1) a clean forward in train mode — the official code only logs its

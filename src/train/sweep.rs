@@ -1,8 +1,9 @@
-//! Parameter sweeps (the shape ablation of PAPER.md §6 steps 3–5 and 8): a grid of activation ×
-//! fixed α × fixed β × seed × trainer over a base configuration, expanded into runs in a fixed
-//! order, split into deterministic shards (`--shard I/N`, or Slurm's `SLURM_ARRAY_TASK_ID` /
-//! `SLURM_ARRAY_TASK_COUNT`), each run in its own directory `OUT/<sweep>/<run id>`; and the table
-//! of finished runs (`robust-paf collect`, CSV and Markdown).
+//! Parameter sweeps (the shape ablation of docs/reproduction.md §6 steps 3–5 and 8): a grid of
+//! activation × fixed α × fixed β × seed × trainer over a base configuration, expanded into runs in
+//! a fixed order, split into deterministic shards (`--shard I/N`, or Slurm's
+//! `SLURM_ARRAY_TASK_ID` / `SLURM_ARRAY_TASK_COUNT`), each run in its own directory
+//! `OUT/<sweep>/<run id>`; and the table of finished runs (`robust-paf collect`, CSV and
+//! Markdown).
 //!
 //! A sweep file:
 //!
