@@ -5,10 +5,13 @@
 //! training step at B=128, and the peak GPU memory in use (sampled after every step; includes
 //! dfdx's allocation cache). Median of `--reps` (default 10) after 3 warm-ups, synchronised.
 //!
-//! Build here: `source <(bash ../shared/cuda/toolkit.sh)` then
-//! `cargo build --release --features cuda --example bench_gpu`; pack with
-//! `bash ../shared/cuda/pack.sh .gpu target -- target/release/examples/bench_gpu` and run on the
-//! GPU machine in the same command as `python3 ../shared/bench/pytorch_resnet18.py`.
+//! With a CUDA toolkit: `cargo run --release --features cuda --example bench_gpu`
+//! (`-- --reps N`, `-- --small` for tiny batches). Without one (README.md, "CUDA"):
+//! `source <(bash scripts/cuda-toolkit.sh)`,
+//! `cargo build --release --features cuda --example bench_gpu`, pack with
+//! `bash scripts/cuda-pack.sh .gpu target/release/examples/bench_gpu`, and on the GPU machine
+//! `source .gpu/cuda-env.sh && bench_gpu`, in the same command as
+//! `python3 ../shared/bench/pytorch_resnet18.py`.
 
 use std::time::Instant;
 

@@ -5,9 +5,11 @@
 //! training step, and the parameters after an optimizer step; in evaluation mode, the logits and
 //! input gradient an attack uses.
 //!
-//! Built here without a GPU: `source <(bash ../shared/cuda/toolkit.sh)`,
-//! `cargo test --release --features cuda --test gpu --no-run`; run on the GPU machine (see
-//! `BENCHMARKS.md` and `../shared/cuda/`). CI type-checks it with
+//! With a CUDA toolkit: `cargo test --release --features cuda --test gpu`. Without one
+//! (README.md, "CUDA"): `source <(bash scripts/cuda-toolkit.sh)`,
+//! `cargo test --release --features cuda --test gpu --no-run`, pack the binary with
+//! `scripts/cuda-pack.sh`, and run it on the GPU machine after `source .gpu/cuda-env.sh`.
+//! CI type-checks it with
 //! `cargo check --all-targets --features cuda,dfdx/ci-check`.
 #![cfg(feature = "cuda")]
 
