@@ -1,47 +1,181 @@
-"""PyTorch CPU reference for examples/bench_cpu.rs: the same measurements, same model.
+"""PyTorch CPU reference for examples/bench_cpu.rs (issue 11): the same rows, the same model.
 
-Uses the model and timing code of ../shared/bench/pytorch_resnet18.py (the project's reference
-benchmark) but only what a 2-core CPU can finish in minutes: the ResNet-18 training step
-(fwd + bwd + SGD) at B=32 and B=128 and one PGD step (forward + input gradient, eval mode) at
-B=128, with ReLU and PSSiLU. Run right after the Rust benchmark, on the same machine:
+The model is the CIFAR ResNet-18 of the official code (3x3 stem, no max-pool, [2, 2, 2, 2] basic
+blocks, 64..512 channels), one activation instance shared by the whole network; PSSiLU is the
+paper's `x * (sigmoid(|a| x) - |b|) / (1 - |b|)` written as plain ops (a0 = 1, b0 = 1e-8), as in
+the official `pssilu2`. Rows (median of --reps after one warm-up):
 
-    OMP_NUM_THREADS=2 python3 scripts/bench_torch_cpu.py [path/to/shared/bench]
+  train32, train128  forward + backward + SGD (momentum 0.9, nesterov, wd 5e-4), no penalty
+  pgd128             one PGD step: forward + input gradient only (torch.autograd.grad), eval mode
+  at128              the official `madry` step: a clean train-mode forward (BN statistics),
+                     PGD-10 in eval mode from the unclamped U(-eps, eps) start (eps 0.031, step
+                     0.0078), then train mode CE (+ 10|b| and clip_grad_norm_(b, 0.01) for
+                     PSSiLU) and the SGD step
+
+Prints `ROW row act median_ms min_ms max_ms` lines and `PEAK_RSS_MB` at the end, as the Rust
+example does; scripts/bench_pair.sh runs one row per process, alternating with the crate.
+
+    OMP_NUM_THREADS=2 python3 scripts/bench_torch_cpu.py [--rows train32,pgd128] [--act relu]
+        [--reps 3] [--at-reps 1] [--quick]
 """
+import argparse
 import os
+import resource
+import statistics
 import sys
+import time
 
-here = os.path.dirname(os.path.abspath(__file__))
-bench_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "shared", "bench")
-sys.argv = [sys.argv[0], "--device", "cpu"]
-sys.path.insert(0, bench_dir)
-import pytorch_resnet18 as ref  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROWS = ["train32", "train128", "pgd128", "at128"]
 
 
-def bench_pgd_step(act, batch, warm, iters):
-    m, _ = ref.build(act, "fp32-strict")
-    m.eval()
-    x, y = ref.data(batch, "fp32-strict")
+class PSSiLU(nn.Module):
+    def __init__(self, a=1.0, b=1e-8):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([float(a)]))
+        self.b = nn.Parameter(torch.tensor([float(b)]))
 
-    def step():
-        xd = x.clone().requires_grad_(True)
-        loss = F.cross_entropy(m(xd), y)
-        (g,) = torch.autograd.grad(loss, xd)
-        return g
+    def forward(self, x):
+        b = self.b.abs()
+        return x * (torch.sigmoid(self.a.abs() * x) - b) / (1 - b)
 
-    sec, lo, hi = ref.timeit(step, warm, iters)
-    ref.record(f"torch PGD step (fwd + input grad, eval) {act}", batch, sec,
-               f"(min {lo*1e3:.1f} max {hi*1e3:.1f} ms)")
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, act):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = act
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        o = self.act(self.bn1(self.conv1(x)))
+        o = self.bn2(self.conv2(o))
+        return self.act(o + self.short(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, act, num_classes=10):
+        super().__init__()
+        self.act = nn.ReLU() if act == "relu" else PSSiLU()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+            layers += [BasicBlock(cin, cout, stride, self.act), BasicBlock(cout, cout, 1, self.act)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        o = self.act(self.bn1(self.conv1(x)))
+        o = self.layers(o)
+        return self.fc(F.adaptive_avg_pool2d(o, 1).flatten(1))
+
+
+def timeit(fn, reps):
+    fn()  # warm-up
+    ts = []
+    for _ in range(max(reps, 1)):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), min(ts), max(ts)
+
+
+def penalty_and_clip(model, loss):
+    """The official pssilu2 extra: + 10|b| (the caller clips b's gradient after backward)."""
+    if isinstance(model.act, PSSiLU):
+        return loss + 10.0 * model.act.b.abs().sum()
+    return loss
+
+
+def clip_beta(model):
+    if isinstance(model.act, PSSiLU):
+        torch.nn.utils.clip_grad_norm_([model.act.b], 0.01)
+
+
+def bench(row, act, reps, at_reps):
+    torch.manual_seed(0)
+    model = ResNet18(act)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    b = int(row.lstrip("trainpgd"))
+    x = torch.rand(b, 3, 32, 32)
+    y = torch.arange(b) % 10
+    if row.startswith("train"):
+        model.train()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        t = timeit(step, reps)
+    elif row.startswith("pgd"):
+        model.eval()
+
+        def step():
+            xd = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xd), y)
+            (g,) = torch.autograd.grad(loss, xd)
+            return g
+
+        t = timeit(step, reps)
+    elif row.startswith("at"):
+        eps, alpha = 0.031, 0.0078
+
+        def step():
+            model.train()
+            with torch.no_grad():
+                model(x)  # the official logging pass: updates the BN statistics
+            model.eval()
+            xa = x + torch.empty_like(x).uniform_(-eps, eps)  # not clamped (official)
+            for _ in range(10):
+                xa.requires_grad_(True)
+                loss = F.cross_entropy(model(xa), y)
+                (g,) = torch.autograd.grad(loss, xa)
+                xa = xa.detach() + alpha * g.sign()
+                xa = torch.min(torch.max(xa, x - eps), x + eps).clamp(0, 1)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = penalty_and_clip(model, F.cross_entropy(model(xa), y))
+            loss.backward()
+            clip_beta(model)
+            opt.step()
+
+        t = timeit(step, at_reps)
+    else:
+        sys.exit(f"error: unknown row {row!r} (rows: {', '.join(ROWS)})")
+    med, lo, hi = t
+    name = "ReLU" if act == "relu" else "PSSiLU"
+    print(f"torch {row:9} {name:7} B={b:<4} {med*1e3:9.1f} ms  {b/med:7.1f} img/s  "
+          f"(min {lo*1e3:.1f}, max {hi*1e3:.1f} ms)")
+    print(f"ROW\t{row}\t{act}\t{med*1e3:.3f}\t{lo*1e3:.3f}\t{hi*1e3:.3f}", flush=True)
 
 
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", default=None)
+    p.add_argument("--act", default="all", choices=["all", "relu", "pssilu"])
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--at-reps", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    reps = a.reps if a.reps is not None else (1 if a.quick else 3)
+    rows = a.rows.split(",") if a.rows else (["train8", "pgd8", "at8"] if a.quick else ROWS)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ref.log("torch", torch.__version__, "threads", torch.get_num_threads())
-    for act in ["relu", "pssilu"]:
-        for b in [32, 128]:
-            ref.bench_train(act, "fp32-strict", b, 1, 3)
-        bench_pgd_step(act, 128, 1, 3)
+    print(f"torch {torch.__version__} CPU benchmark, ResNet-18 (CIFAR), {torch.get_num_threads()} threads")
+    for row in rows:
+        for act in (["relu", "pssilu"] if a.act == "all" else [a.act]):
+            bench(row, act, reps, a.at_reps)
+    print(f"PEAK_RSS_MB\t{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,49 @@ pub fn without_parameter_gradients<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// How the CPU computes a convolution (issue 11; `BENCHMARKS.md` has the measurements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// im2col + gemm, except 3×3 stride-1 convolutions of at least 16 channels and 32 pixels wide,
+    /// which run as nine shifted gemms on a padded copy of each image (no im2col).
+    Auto,
+    /// im2col + gemm everywhere (1×1 stride-1 convolutions skip im2col in every mode).
+    Im2col,
+    /// The shifted-gemm path for every 3×3 stride-1 padding-1 convolution, whatever its size.
+    Implicit,
+}
+
+static CONV_ALGORITHM: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// Chooses the CPU convolution algorithm for the whole process (the results agree to float
+/// rounding; the choice is about speed). The default is [`ConvAlgorithm::Auto`], or what the
+/// environment variable `ROBUST_PAF_CONV` (`auto`, `im2col`, `implicit`) says when first read.
+pub fn set_conv_algorithm(a: ConvAlgorithm) {
+    CONV_ALGORITHM.store(a as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The CPU convolution algorithm in effect (see [`set_conv_algorithm`]).
+pub fn conv_algorithm() -> ConvAlgorithm {
+    use std::sync::atomic::Ordering::Relaxed;
+    let from = |v: u8| match v {
+        1 => ConvAlgorithm::Im2col,
+        2 => ConvAlgorithm::Implicit,
+        _ => ConvAlgorithm::Auto,
+    };
+    match CONV_ALGORITHM.load(Relaxed) {
+        u8::MAX => {
+            let a = match std::env::var("ROBUST_PAF_CONV").as_deref().map(str::trim) {
+                Ok("im2col") => ConvAlgorithm::Im2col,
+                Ok("implicit") => ConvAlgorithm::Implicit,
+                _ => ConvAlgorithm::Auto,
+            };
+            let _ = CONV_ALGORITHM.compare_exchange(u8::MAX, a as u8, Relaxed, Relaxed);
+            from(CONV_ALGORITHM.load(Relaxed))
+        }
+        v => from(v),
+    }
+}
+
 /// False inside [`without_parameter_gradients`].
 pub fn parameter_gradients_wanted() -> bool {
     PARAMETER_GRADIENTS.with(|c| c.get())

@@ -1,7 +1,8 @@
 //! 2-D convolution on the CPU: NHWC input, OHWI weight, im2col + `gemm`. The batch is split into
 //! one run of whole images per thread; each thread walks its run in im2col blocks that fit its
 //! L2 cache and calls a single-threaded gemm per block (see [`Blocking`]). im2col is recomputed in
-//! the backward pass instead of kept. 1×1 stride-1 convolutions skip im2col.
+//! the backward pass instead of kept. 1×1 stride-1 convolutions skip im2col; 3×3 stride-1
+//! convolutions with enough channels take the implicit path of [`super::conv3x3`].
 
 use dfdx::shapes::{Rank1, Rank4, Shape};
 use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
@@ -36,12 +37,12 @@ impl Blocking {
         }
     }
     /// Image range of task `t`.
-    fn images(&self, g: &ConvGeometry, t: usize) -> std::ops::Range<usize> {
+    pub(super) fn images(&self, g: &ConvGeometry, t: usize) -> std::ops::Range<usize> {
         let (q, r) = (g.batch / self.tasks, g.batch % self.tasks);
         let start = t * q + t.min(r);
         start..start + q + usize::from(t < r)
     }
-    fn parallelism(&self) -> Parallelism {
+    pub(super) fn parallelism(&self) -> Parallelism {
         if self.tasks >= rayon::current_num_threads() {
             Parallelism::None
         } else {
@@ -52,7 +53,7 @@ impl Blocking {
 
 /// `dst[m×n] = (read_dst ? dst : 0) + lhs[m×k] · rhs[k×n]`, every matrix given by (row, col) strides.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(super) fn matmul(
     par: Parallelism,
     m: usize,
     n: usize,
@@ -189,6 +190,21 @@ pub(crate) fn conv_forward_blocked(
     b: Option<&[Elem]>,
     y: &mut [Elem],
 ) {
+    if super::conv3x3::use_implicit(g) {
+        super::conv3x3::forward(g, blk, x, w, b, y)
+    } else {
+        conv_forward_blocked_im2col(g, blk, x, w, b, y)
+    }
+}
+
+pub(crate) fn conv_forward_blocked_im2col(
+    g: &ConvGeometry,
+    blk: Blocking,
+    x: &[Elem],
+    w: &[Elem],
+    b: Option<&[Elem]>,
+    y: &mut [Elem],
+) {
     let (p, co) = (g.patch(), g.c_out);
     let per_img = g.ho * g.wo;
     let par = blk.parallelism();
@@ -264,6 +280,24 @@ pub(crate) fn conv_backward(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward_blocked(
+    g: &ConvGeometry,
+    blk: Blocking,
+    x: &[Elem],
+    w: &[Elem],
+    gy: &[Elem],
+    gx: Option<&mut [Elem]>,
+    gw: Option<&mut [Elem]>,
+    gb: Option<&mut [Elem]>,
+) {
+    if super::conv3x3::use_implicit(g) {
+        super::conv3x3::backward(g, blk, x, w, gy, gx, gw, gb)
+    } else {
+        conv_backward_blocked_im2col(g, blk, x, w, gy, gx, gw, gb)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward_blocked_im2col(
     g: &ConvGeometry,
     blk: Blocking,
     x: &[Elem],
@@ -407,19 +441,24 @@ pub(crate) fn conv_backward_blocked(
         })
         .collect();
     if let Some(gw) = gw {
-        let parts: Vec<&[Elem]> = partial.iter().map(|(w, _)| w.as_slice()).collect();
-        gw.par_chunks_mut(4096).enumerate().for_each(|(i, dst)| {
-            for part in &parts {
-                let src = &part[i * 4096..i * 4096 + dst.len()];
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            }
-        });
+        add_partials(gw, partial.iter().map(|(w, _)| w.as_slice()));
     }
     if let Some(gb) = gb {
         for (_, part) in &partial {
             gb.iter_mut().zip(part).for_each(|(g, s)| *g += *s as Elem);
         }
     }
+}
+
+/// `dst += Σ parts` (the tasks' shares of a weight gradient), in parallel chunks.
+pub(super) fn add_partials<'a>(dst: &mut [Elem], parts: impl Iterator<Item = &'a [Elem]>) {
+    let parts: Vec<&[Elem]> = parts.collect();
+    dst.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
+        for part in &parts {
+            let src = &part[i * 4096..i * 4096 + d.len()];
+            d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        }
+    });
 }
 
 pub(super) fn forward<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
@@ -547,6 +586,8 @@ mod tests {
             (3, 5, 5, 3, 5, 1, 1, 0),
             (4, 6, 6, 3, 2, 1, 2, 0),
             (2, 9, 9, 3, 4, 7, 2, 3),
+            // the implicit 3×3 path (conv3x3.rs: 3×3, stride 1, ≥ 16 channels, ≥ 32 wide)
+            (3, 3, 32, 16, 16, 3, 1, 1),
         ];
         for (batch, h, w, ci, co, k, stride, pad) in cases {
             let g = ConvGeometry {
@@ -572,6 +613,11 @@ mod tests {
                 .map(|_| rng.gen_range(-1.0..1.0))
                 .collect();
             let [y_ref, gx_ref, gw_ref, gb_ref] = reference(&g, &x, &wt, &gy);
+            if (ci, w) == (16, 32)
+                && crate::ops::conv_algorithm() == crate::ops::ConvAlgorithm::Auto
+            {
+                assert!(super::super::conv3x3::use_implicit(&g), "{g:?}");
+            }
             for tasks in 1..=batch.min(3) {
                 for rows in [1, 7, g.ho * g.wo + 1, 100_000] {
                     let blk = Blocking { tasks, rows };

@@ -4,6 +4,7 @@
 
 mod alloc;
 mod conv;
+mod conv3x3;
 mod norm;
 mod pointwise;
 mod pool;
