@@ -111,6 +111,21 @@ pub(crate) fn sigmoid<R: Real>(z: R) -> R {
     }
 }
 
+/// `(σ(z), σ(−z))` from one `exp`: bit for bit what two [`sigmoid`] calls return (both use
+/// `e = exp(−|z|)`: `1/(1 + e)` for the non-negative argument, `e/(1 + e)` for the other).
+#[inline(always)]
+pub(crate) fn sigmoid_pair<R: Real>(z: R) -> (R, R) {
+    let nonneg = z >= R::ZERO;
+    let e = (if nonneg { -z } else { z }).exp();
+    let (big, small) = (R::ONE / (R::ONE + e), e / (R::ONE + e));
+    // σ(−z) of z = 0 (±0): −z ≥ 0 as well, so both are 1/(1 + 1) = ½ either way
+    if nonneg {
+        (big, if -z >= R::ZERO { big } else { small })
+    } else {
+        (small, big)
+    }
+}
+
 /// softplus(z) = log(1 + eᶻ) = max(z, 0) + log1p(e^{−|z|}) = −logsigmoid(−z).
 #[inline(always)]
 pub(crate) fn softplus<R: Real>(z: R) -> R {
@@ -246,7 +261,7 @@ pub(crate) fn derivatives<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> (R
         }
         Psilu => {
             let z = a.abs() * x;
-            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            let (s, sn) = sigmoid_pair(z);
             (s + z * s * sn, [a.sgn() * (x * (x * s * sn)), zero])
         }
         Psoftplus => {
@@ -255,7 +270,7 @@ pub(crate) fn derivatives<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> (R
         }
         PssiluFixed => {
             let z = a.abs() * x;
-            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            let (s, sn) = sigmoid_pair(z);
             let c = one / (one - b);
             (
                 (s - b + z * s * sn) * c,
@@ -265,7 +280,7 @@ pub(crate) fn derivatives<R: Real>(kind: ActivationKind, a: R, b: R, x: R) -> (R
         Pssilu => {
             let bb = b.abs();
             let z = a.abs() * x;
-            let (s, sn) = (sigmoid(z), sigmoid(-z));
+            let (s, sn) = sigmoid_pair(z);
             let c = one / (one - bb);
             (
                 (s - bb + z * s * sn) * c,
@@ -292,7 +307,7 @@ pub(crate) fn second_derivative<R: Real>(kind: ActivationKind, a: R, b: R, x: R)
     // d²/dx² [x·σ(A x)] = A·σσ'·(2 + A x (1 − 2σ)), 1 − 2σ(z) = σ(−z) − σ(z).
     let gated = |aa: R| {
         let z = aa * x;
-        let (s, sn) = (sigmoid(z), sigmoid(-z));
+        let (s, sn) = sigmoid_pair(z);
         aa * s * sn * (R::TWO + z * (sn - s))
     };
     match kind {
@@ -500,6 +515,19 @@ fn compose<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigmoid_pair_is_two_sigmoids_bit_for_bit() {
+        let mut zs = vec![0.0f32, -0.0, 1e-30, -1e-30, 88.0, -88.0, 104.0, -104.0, f32::MAX];
+        zs.extend((-2000..=2000).map(|i| i as f32 * 0.01371));
+        for z in zs.into_iter().flat_map(|z| [z, -z]) {
+            let (s, sn) = sigmoid_pair(z);
+            assert_eq!(s.to_bits(), sigmoid(z).to_bits(), "σ({z})");
+            assert_eq!(sn.to_bits(), sigmoid(-z).to_bits(), "σ(−{z})");
+        }
+        let (s, sn) = sigmoid_pair(f32::NAN);
+        assert!(s.is_nan() && sn.is_nan());
+    }
 
     #[test]
     fn sigmoid_and_softplus_are_stable() {
