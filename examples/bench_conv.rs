@@ -17,11 +17,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn take(name: &str) -> f64 {
-    let t = profile::report()
+    profile::report()
         .into_iter()
         .find(|(n, _, _)| *n == name)
-        .map_or(f64::NAN, |(_, s, _)| s);
-    t
+        .map_or(f64::NAN, |(_, s, _)| s)
 }
 
 /// One shape (`H`×`H`, `C` channels in and out): a macro, as `ConvOut` is implemented per size.

@@ -30,10 +30,11 @@ use robust_paf::train::{
 
 type Dev = Cpu;
 type Images = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, Dev>;
+type OneHot = Tensor<(usize, Const<10>), f32, Dev>;
 
 const ROWS: [&str; 4] = ["train32", "train128", "pgd128", "at128"];
 
-fn images(dev: &Dev, b: usize) -> (Images, Tensor<(usize, Const<10>), f32, Dev>, Vec<usize>) {
+fn images(dev: &Dev, b: usize) -> (Images, OneHot, Vec<usize>) {
     let x: Images = dev.sample_uniform_like(&(b, Const, Const, Const));
     let labels: Vec<usize> = (0..b).map(|i| i % 10).collect();
     let mut y = vec![0.0f32; b * 10];

@@ -518,7 +518,17 @@ mod tests {
 
     #[test]
     fn sigmoid_pair_is_two_sigmoids_bit_for_bit() {
-        let mut zs = vec![0.0f32, -0.0, 1e-30, -1e-30, 88.0, -88.0, 104.0, -104.0, f32::MAX];
+        let mut zs = vec![
+            0.0f32,
+            -0.0,
+            1e-30,
+            -1e-30,
+            88.0,
+            -88.0,
+            104.0,
+            -104.0,
+            f32::MAX,
+        ];
         zs.extend((-2000..=2000).map(|i| i as f32 * 0.01371));
         for z in zs.into_iter().flat_map(|z| [z, -z]) {
             let (s, sn) = sigmoid_pair(z);
