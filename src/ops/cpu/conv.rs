@@ -42,6 +42,43 @@ impl Blocking {
         let start = t * q + t.min(r);
         start..start + q + usize::from(t < r)
     }
+    /// `buf` (`per_img` values per image) cut into the tasks' image runs: `(first image, run)`.
+    pub(super) fn split<'a>(
+        &self,
+        g: &ConvGeometry,
+        per_img: usize,
+        mut rest: &'a mut [Elem],
+    ) -> Vec<(usize, &'a mut [Elem])> {
+        let mut out = Vec::with_capacity(self.tasks);
+        for t in 0..self.tasks {
+            let imgs = self.images(g, t);
+            let (head, tail) = rest.split_at_mut(imgs.len() * per_img);
+            out.push((imgs.start, head));
+            rest = tail;
+        }
+        out
+    }
+    /// The backward pass's tasks: `(first image, images, its run of gx if there is one)`.
+    pub(super) fn backward_tasks<'a>(
+        &self,
+        g: &ConvGeometry,
+        gx: Option<&'a mut [Elem]>,
+    ) -> Vec<(usize, usize, Option<&'a mut [Elem]>)> {
+        let in_img = g.h * g.w * g.c_in;
+        match gx {
+            Some(gx) => self
+                .split(g, in_img, gx)
+                .into_iter()
+                .map(|(b0, run)| (b0, run.len() / in_img, Some(run)))
+                .collect(),
+            None => (0..self.tasks)
+                .map(|t| {
+                    let r = self.images(g, t);
+                    (r.start, r.len(), None)
+                })
+                .collect(),
+        }
+    }
     pub(super) fn parallelism(&self) -> Parallelism {
         if self.tasks >= rayon::current_num_threads() {
             Parallelism::None
@@ -209,59 +246,52 @@ pub(crate) fn conv_forward_blocked_im2col(
     let per_img = g.ho * g.wo;
     let par = blk.parallelism();
     let pointwise = g.is_pointwise();
-    // split y into the tasks' image ranges
-    let mut chunks: Vec<(usize, &mut [Elem])> = Vec::with_capacity(blk.tasks);
-    let mut rest = y;
-    for t in 0..blk.tasks {
-        let imgs = blk.images(g, t);
-        let (head, tail) = rest.split_at_mut(imgs.len() * per_img * co);
-        chunks.push((imgs.start, head));
-        rest = tail;
-    }
-    chunks.into_par_iter().for_each(|(b_first, y_task)| {
-        let task_rows = y_task.len() / co;
-        let r_first = b_first * per_img;
-        let mut col = if pointwise {
-            Vec::new()
-        } else {
-            vec![0.0; blk.rows.min(task_rows) * p]
-        };
-        let mut done = 0;
-        while done < task_rows {
-            let n = blk.rows.min(task_rows - done);
-            let r0 = r_first + done;
-            let lhs: &[Elem] = if pointwise {
-                &x[r0 * p..(r0 + n) * p]
+    blk.split(g, per_img * co, y)
+        .into_par_iter()
+        .for_each(|(b_first, y_task)| {
+            let task_rows = y_task.len() / co;
+            let r_first = b_first * per_img;
+            let mut col = if pointwise {
+                Vec::new()
             } else {
-                im2col(g, x, r0, n, &mut col);
-                &col[..n * p]
+                vec![0.0; blk.rows.min(task_rows) * p]
             };
-            let dst = &mut y_task[done * co..(done + n) * co];
-            // y[n×co] = col[n×p] · wᵀ, w stored [co×p]
-            matmul(
-                par,
-                n,
-                co,
-                p,
-                dst,
-                co as isize,
-                1,
-                false,
-                lhs,
-                p as isize,
-                1,
-                w,
-                1,
-                p as isize,
-            );
-            if let Some(b) = b {
-                for row in dst.chunks_exact_mut(co) {
-                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            let mut done = 0;
+            while done < task_rows {
+                let n = blk.rows.min(task_rows - done);
+                let r0 = r_first + done;
+                let lhs: &[Elem] = if pointwise {
+                    &x[r0 * p..(r0 + n) * p]
+                } else {
+                    im2col(g, x, r0, n, &mut col);
+                    &col[..n * p]
+                };
+                let dst = &mut y_task[done * co..(done + n) * co];
+                // y[n×co] = col[n×p] · wᵀ, w stored [co×p]
+                matmul(
+                    par,
+                    n,
+                    co,
+                    p,
+                    dst,
+                    co as isize,
+                    1,
+                    false,
+                    lhs,
+                    p as isize,
+                    1,
+                    w,
+                    1,
+                    p as isize,
+                );
+                if let Some(b) = b {
+                    for row in dst.chunks_exact_mut(co) {
+                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                    }
                 }
+                done += n;
             }
-            done += n;
-        }
-    });
+        });
 }
 
 /// Accumulates the input, weight and bias gradients of a convolution.
@@ -309,26 +339,11 @@ pub(crate) fn conv_backward_blocked_im2col(
 ) {
     let (p, co) = (g.patch(), g.c_out);
     let per_img = g.ho * g.wo;
-    let in_img = g.h * g.w * g.c_in;
     let par = blk.parallelism();
     let pointwise = g.is_pointwise();
     let want_gw = gw.is_some();
     let want_gb = gb.is_some();
-    // each task: (first image, number of images, its slice of gx or nothing)
-    let mut tasks: Vec<(usize, usize, Option<&mut [Elem]>)> = Vec::with_capacity(blk.tasks);
-    let mut rest = gx;
-    for t in 0..blk.tasks {
-        let imgs = blk.images(g, t);
-        let part = match rest.take() {
-            Some(r) => {
-                let (head, tail) = r.split_at_mut(imgs.len() * in_img);
-                rest = Some(tail);
-                Some(head)
-            }
-            None => None,
-        };
-        tasks.push((imgs.start, imgs.len(), part));
-    }
+    let tasks = blk.backward_tasks(g, gx);
     // per task: its share of the weight and bias gradients
     let partial: Vec<(Vec<Elem>, Vec<f64>)> = tasks
         .into_par_iter()
@@ -440,25 +455,29 @@ pub(crate) fn conv_backward_blocked_im2col(
             (gw_task, gb_task)
         })
         .collect();
+    add_partials(gw, gb, &partial);
+}
+
+/// Adds the tasks' shares of the weight gradient (in parallel chunks) and of the bias gradient
+/// (summed in f64) onto `gw` and `gb`.
+pub(super) fn add_partials(
+    gw: Option<&mut [Elem]>,
+    gb: Option<&mut [Elem]>,
+    partial: &[(Vec<Elem>, Vec<f64>)],
+) {
     if let Some(gw) = gw {
-        add_partials(gw, partial.iter().map(|(w, _)| w.as_slice()));
+        gw.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
+            for (part, _) in partial {
+                let src = &part[i * 4096..i * 4096 + d.len()];
+                d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            }
+        });
     }
     if let Some(gb) = gb {
-        for (_, part) in &partial {
+        for (_, part) in partial {
             gb.iter_mut().zip(part).for_each(|(g, s)| *g += *s as Elem);
         }
     }
-}
-
-/// `dst += Σ parts` (the tasks' shares of a weight gradient), in parallel chunks.
-pub(super) fn add_partials<'a>(dst: &mut [Elem], parts: impl Iterator<Item = &'a [Elem]>) {
-    let parts: Vec<&[Elem]> = parts.collect();
-    dst.par_chunks_mut(4096).enumerate().for_each(|(i, d)| {
-        for part in &parts {
-            let src = &part[i * 4096..i * 4096 + d.len()];
-            d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-        }
-    });
 }
 
 pub(super) fn forward<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(

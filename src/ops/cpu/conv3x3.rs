@@ -115,24 +115,6 @@ fn nine_taps(
     }
 }
 
-/// Per task (a run of whole images): the images' output rows (`per_img` each) or input-gradient
-/// rows, as `(first image, slice)`.
-fn split_by_images<'a>(
-    g: &ConvGeometry,
-    blk: Blocking,
-    per_img: usize,
-    mut rest: &'a mut [Elem],
-) -> Vec<(usize, &'a mut [Elem])> {
-    let mut out = Vec::with_capacity(blk.tasks);
-    for t in 0..blk.tasks {
-        let imgs = blk.images(g, t);
-        let (head, tail) = rest.split_at_mut(imgs.len() * per_img);
-        out.push((imgs.start, head));
-        rest = tail;
-    }
-    out
-}
-
 /// `y = conv(x, w) + b` for a geometry where [`applies`] holds.
 pub(crate) fn forward(
     g: &ConvGeometry,
@@ -146,7 +128,7 @@ pub(crate) fn forward(
     let (w2, padded, rows) = grid(g);
     let (in_img, out_img) = (g.h * g.w * ci, g.h * g.w * co);
     let par = blk.parallelism();
-    split_by_images(g, blk, out_img, y)
+    blk.split(g, out_img, y)
         .into_par_iter()
         .for_each(|(b_first, y_task)| {
             let mut xp = vec![0.0; padded * ci];
@@ -199,19 +181,7 @@ pub(crate) fn backward(
     let want_gw = gw.is_some();
     let want_gb = gb.is_some();
     let want_gx = gx.is_some();
-    // each task: (first image, number of images, its slice of gx or nothing)
-    let tasks: Vec<(usize, usize, Option<&mut [Elem]>)> = match gx {
-        Some(gx) => split_by_images(g, blk, in_img, gx)
-            .into_iter()
-            .map(|(b0, s)| (b0, s.len() / in_img, Some(s)))
-            .collect(),
-        None => (0..blk.tasks)
-            .map(|t| {
-                let r = blk.images(g, t);
-                (r.start, r.len(), None)
-            })
-            .collect(),
-    };
+    let tasks = blk.backward_tasks(g, gx);
     let partial: Vec<(Vec<Elem>, Vec<f64>)> = tasks
         .into_par_iter()
         .map(|(b_first, nimg, mut gx_task)| {
@@ -285,14 +255,7 @@ pub(crate) fn backward(
             (gw_task, gb_task)
         })
         .collect();
-    if let Some(gw) = gw {
-        super::conv::add_partials(gw, partial.iter().map(|(w, _)| w.as_slice()));
-    }
-    if let Some(gb) = gb {
-        for (_, part) in &partial {
-            gb.iter_mut().zip(part).for_each(|(g, s)| *g += *s as Elem);
-        }
-    }
+    super::conv::add_partials(gw, gb, &partial);
 }
 
 #[cfg(test)]
