@@ -13,7 +13,7 @@
 //!
 //! Each row prints a human line and a tab-separated `ROW row act median_ms min_ms max_ms` line;
 //! the process ends with `PEAK_RSS_MB` (its resident-memory high-water mark, Linux). The paired
-//! comparison with PyTorch (`scripts/bench_torch_cpu.py`, the same rows) is
+//! comparison with PyTorch (`scripts/bench_torch.py`, the same rows) is
 //! `scripts/bench_pair.sh`, which runs each row in its own process, alternating the two sides.
 //! `ROBUST_PAF_PROFILE=1` adds the milliseconds per step spent in each op.
 

@@ -1,7 +1,6 @@
 //! GPU benchmark (not a test; issue 3): ResNet-18 (CIFAR) training step at B=128 and B=512, one
 //! PGD step (forward + input gradient, batch norm in eval mode) at B=128, a full PGD-10
-//! adversarial-training step (10 attack steps + 1 training step, ε = 8/255, step 2/255, as in
-//! `../shared/bench/pytorch_resnet18.py`) at B=128 with ReLU and with PSSiLU, a WRN-28-10
+//! adversarial-training step (10 attack steps + 1 training step, ε = 8/255, step 2/255) at B=128 with ReLU and with PSSiLU, a WRN-28-10
 //! training step at B=128, and the peak GPU memory in use (sampled after every step; includes
 //! dfdx's allocation cache). Median of `--reps` (default 10) after 3 warm-ups, synchronised.
 //!
@@ -10,8 +9,9 @@
 //! `source <(bash scripts/cuda-toolkit.sh)`,
 //! `cargo build --release --features cuda --example bench_gpu`, pack with
 //! `bash scripts/cuda-pack.sh .gpu target/release/examples/bench_gpu`, and on the GPU machine
-//! `source .gpu/cuda-env.sh && bench_gpu`, in the same command as
-//! `python3 ../shared/bench/pytorch_resnet18.py`.
+//! `source .gpu/cuda-env.sh && bench_gpu`, in the same command as the PyTorch reference of the
+//! same rows, `python3 scripts/bench_torch.py --device cuda` (fp32, TF32 off; it needs PyTorch
+//! with CUDA on that machine).
 
 use std::time::Instant;
 

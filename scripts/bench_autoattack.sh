@@ -13,13 +13,15 @@
 #    match the crate's within 1e-4), then torchattacks.AutoAttack(version='standard', seed=0)
 #    with torch.set_num_threads(THREADS), as torchattacks has it (10 steps for APGD and FAB) and
 #    with 100 steps (the crate's and the original AutoAttack's counts);
-# and prints one table: clean and robust accuracy, wall time and the time of each attack per side.
+# and prints two tables: per side the clean and robust accuracy, wall and CPU seconds and the cores
+# busy; per attack the points attacked and each side's wall s / CPU s and accuracy after it.
 # Without PyTorch + torchattacks it says so and prints the crate's numbers alone.
 #
 #   scripts/bench_autoattack.sh [--checkpoint CKPT] [--out DIR] [--eps 8/255] [--n 1000]
-#       [--batch-size 256] [--threads 2] [--variants default,steps100]
+#       [--batch-size 256] [--threads 2] [--variants default,steps100] [--no-torch]
 #
-# --out: working folder (default out/bench-autoattack; the run, the eval report and logs stay
+# --no-torch: the crate's side alone (e.g. to time a change of the crate against a PyTorch run of
+# earlier). --out: working folder (default out/bench-autoattack; the run, the eval report and logs stay
 # there, so `--checkpoint OUT/quick-pgd-at/best.safetensors` reuses the model next time).
 # PyTorch: $TORCH_PYTHON, else the venv $ROBUST_PAF_TORCH_VENV (default
 # ~/.cache/robust-paf/torch-venv; scripts/bench_pair.sh --install-torch makes one, then
@@ -31,7 +33,7 @@ root="$(cd "$here/.." && pwd)"
 venv="${ROBUST_PAF_TORCH_VENV:-$HOME/.cache/robust-paf/torch-venv}"
 
 checkpoint="" out="$root/out/bench-autoattack" eps="8/255" n=1000 batch=256 threads=2
-variants="default,steps100"
+variants="default,steps100" no_torch=0
 die() { echo "bench_autoattack: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,7 +44,8 @@ while [ $# -gt 0 ]; do
     --batch-size) batch="${2:?}"; shift 2 ;;
     --threads) threads="${2:?}"; shift 2 ;;
     --variants) variants="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-torch) no_torch=1; shift ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -53,13 +56,14 @@ done
 [ -z "$checkpoint" ] || checkpoint="$(cd "$(dirname "$checkpoint")" && pwd)/$(basename "$checkpoint")"
 
 torch_py=""
+[ "$no_torch" = 1 ] ||
 for py in "${TORCH_PYTHON:-}" "$venv/bin/python" python3; do
   [ -n "$py" ] || continue
   if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import torch, torchattacks, numpy' >/dev/null 2>&1; then
     torch_py="$py"; break
   fi
 done
-if [ -z "$torch_py" ]; then
+if [ -z "$torch_py" ] && [ "$no_torch" = 0 ]; then
   echo "bench_autoattack: PyTorch with torchattacks and numpy not found (TORCH_PYTHON, $venv," \
     "python3): the crate's numbers alone." >&2
 fi
@@ -127,48 +131,70 @@ fi
 python3 - "$out" "$(getconf CLK_TCK)" "$torch_json" <<'EOF'
 import json, math, re, sys
 out, tck, torch_json = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+NAMES = ["apgd-ce", "apgd-t", "fab-t", "square"]
 def usage(name):
-    """(wall, own CPU s, other processes' CPU s, steal s) of a timed side."""
+    """(wall s, own CPU s, other processes' CPU s) of a timed side, from `time` and /proc/stat."""
     wall, user, sys_ = map(float, open(f"{out}/{name}.time").read().split()[-3:])
-    b0, s0, b1, s1 = map(float, open(f"{out}/{name}.ticks").read().split())
-    return wall, user + sys_, (b1 - b0) / tck - (user + sys_), (s1 - s0) / tck
+    b0, _, b1, _ = map(float, open(f"{out}/{name}.ticks").read().split())
+    return wall, user + sys_, (b1 - b0) / tck - (user + sys_)
 def others(name):
-    wall, _, other, _ = usage(name)
+    wall, _, other = usage(name)
     return "?" if math.isnan(other) else f"{max(other, 0) / wall:.2f}"
-crate = json.load(open(f"{out}/crate-autoattack.json"))
-times = dict(re.findall(r"robust accuracy after (\S+): [\d.]+% \(([\d.]+) s\)",
-                        open(f"{out}/crate.log").read()))
-names = ["apgd-ce", "apgd-t", "fab-t", "square"]
 pct = lambda v: f"{100 * v:.2f}"
-print(f"\nAutoAttack standard, Linf eps {crate['eps_text']} = {crate['eps']:.6f}, "
-      f"{crate['n_examples']} test images, {crate['model']}")
-print("| side | clean % | robust % | AutoAttack wall s | cores: own / others "
-      "| APGD-CE | APGD-T | FAB-T | Square |")
-print("|---|---|---|---|---|---|---|---|---|")
+num = lambda v, d=1: "?" if v is None else f"{v:.{d}f}"
+crate = json.load(open(f"{out}/crate-autoattack.json"))
 acc = dict(crate["autoattack_per_attack"])
-cells = [f"{float(times[k]):.1f} s → {pct(acc[k])} %" for k in names]
-aa = sum(float(times[k]) for k in names)
-print(f"| robust-paf, 100 steps | {pct(crate['clean_accuracy'])} "
-      f"| {pct(crate['autoattack_accuracy'])} | **{aa:.1f}** (process {usage('crate')[0]:.1f}) "
-      f"| {usage('crate')[1] / usage('crate')[0]:.2f} / {others('crate')} | "
-      + " | ".join(cells) + " |")
+timing = {t["attack"]: t for t in crate.get("autoattack_timings", [])}
+if not timing:  # a report without timings: the seconds from the log, no CPU time
+    for k, s, n in re.findall(r"robust accuracy after (\S+): [\d.]+% \(([\d.]+) s.*?(\d+) points",
+                              open(f"{out}/crate.log").read()):
+        timing[k] = {"seconds": float(s), "cpu_seconds": None, "points": int(n)}
+# one side: (label, clean, robust, {attack: (wall, cpu, points, acc after)}, process usage name)
+sides = [("robust-paf, 100 steps", crate["clean_accuracy"], crate["autoattack_accuracy"],
+          {k: (timing[k]["seconds"], timing[k]["cpu_seconds"], timing[k]["points"], acc[k])
+           for k in NAMES}, "crate")]
+t = None
 if torch_json:
     t = json.load(open(torch_json))
-    label = {"default": "torchattacks AutoAttack (its 10 steps)",
-             "steps100": "torchattacks AutoAttack, 100 steps"}
+    label = {"default": "torchattacks (its 10 steps)", "steps100": "torchattacks, 100 steps"}
     for v in t["variants"]:
-        cells = [f"{s:.1f} s → {pct(a)} %" for _, a, s, _ in v["per_attack"]]
-        print(f"| {label[v['variant']]} | {pct(t['clean_accuracy'])} "
-              f"| {pct(v['robust_accuracy'])} | **{v['seconds']:.1f}** "
-              f"| {v['cpu_seconds'] / v['seconds']:.2f} / {others('torch')} | "
-              + " | ".join(cells) + " |")
-    print(f"\nclean logits: max |PyTorch - crate| = {t['logits_max_diff']:.3g}; "
+        sides.append((label[v["variant"]], t["clean_accuracy"], v["robust_accuracy"],
+                      {a["attack"]: (a["seconds"], a["cpu_seconds"], a["points"],
+                                     a["robust_accuracy"]) for a in v["per_attack"]}, "torch"))
+print(f"\nAutoAttack standard, Linf eps {crate['eps_text']} = {crate['eps']:.6f}, "
+      f"{crate['n_examples']} test images, {crate['model']}\n")
+print("| side | clean % | robust % | wall s | CPU s | cores | others' cores |")
+print("|---|---|---|---|---|---|---|")
+for lbl, clean, robust, per, proc in sides:
+    wall = sum(p[0] for p in per.values())
+    cpus = [p[1] for p in per.values()]
+    cpu = None if None in cpus else sum(cpus)
+    cores = "?" if cpu is None else f"{cpu / wall:.2f}"
+    print(f"| {lbl} | {pct(clean)} | {pct(robust)} | **{wall:.1f}** | {num(cpu)} | {cores} "
+          f"| {others(proc)} |")
+print("\n| attack | points | " + " | ".join(f"{s[0]}: wall s / CPU s → robust %" for s in sides)
+      + " |")
+print("|---|---|" + "---|" * len(sides))
+for k in NAMES:
+    pts = sides[0][3][k][2]
+    cells = [f"{s[3][k][0]:.1f} / {num(s[3][k][1])} → {pct(s[3][k][3])}" for s in sides]
+    print(f"| {k} | {pts} | " + " | ".join(cells) + " |")
+w, c, _ = usage("crate")
+print(f"\nthe `robust-paf eval` process: {w:.1f} s wall, {c:.1f} s CPU (start-up, loading and "
+      "the clean pass included)")
+if t:
+    w, c, _ = usage("torch")
+    print(f"the PyTorch process: {w:.1f} s wall, {c:.1f} s CPU (every variant, import, loading "
+          "and the logits check included)")
+    print(f"clean logits: max |PyTorch - crate| = {t['logits_max_diff']:.3g}; "
           f"PyTorch {t['torch']}, torchattacks {t['torchattacks']}, {t['threads']} threads")
 else:
-    print("\n(no PyTorch + torchattacks: the crate's numbers alone)")
-print("Wall s: the four attacks (the crate's from its log; 'process': the whole `robust-paf "
-      "eval`, with start-up, loading and the clean pass). 'x s → y %': that attack's seconds and "
-      "the robust accuracy after it. Cores: CPU seconds per wall second of the side itself (2: "
-      "both threads busy all the time) and of every other process on the machine meanwhile "
-      "(above ~0.1 the times are not clean).")
+    print("(no PyTorch + torchattacks: the crate's numbers alone)")
+print("Wall s and CPU s: the four attacks (each side's own measurement: the crate's "
+      "AutoAttack report, time.process_time in PyTorch; CPU = user + system seconds of every "
+      "thread of the process). Cores: CPU s / wall s (THREADS at best). Others' cores: CPU "
+      "seconds per wall second every other process on the machine used while that side ran "
+      "(/proc/stat; above ~0.1 the times are not clean). Points: the images each attack ran on "
+      "(those every earlier attack left robust; they differ between sides when the accuracies "
+      "do).")
 EOF

@@ -2,7 +2,7 @@
 # Paired CPU benchmark, robust-paf against PyTorch on the same cores (issue 11).
 #
 # Each (row, activation) runs in its own process, the crate's `examples/bench_cpu.rs` and
-# `scripts/bench_torch_cpu.py` back to back, for --rounds rounds; odd rounds start with the crate,
+# `scripts/bench_torch.py` back to back, for --rounds rounds; odd rounds start with the crate,
 # even rounds with PyTorch, so a machine whose speed drifts (±15 % within an hour on the 2-core CI
 # machines) weighs on both sides alike. Per row it prints the median over rounds of the per-round
 # time ratio crate / PyTorch (and its min–max), each side's median time, and each side's peak
@@ -82,7 +82,7 @@ run_side() {
       cat "$log" >&2; die "the crate's benchmark failed ($row $act)"; }
   else
     OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
-      "$torch_py" "$here/bench_torch_cpu.py" "${common[@]}" > "$log" 2>&1 || {
+      "$torch_py" "$here/bench_torch.py" "${common[@]}" > "$log" 2>&1 || {
       cat "$log" >&2; die "the PyTorch benchmark failed ($row $act)"; }
   fi
   local line rss

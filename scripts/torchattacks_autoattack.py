@@ -107,7 +107,9 @@ def logits_of(model, x, batch_size):
 
 def run_autoattack(model, x, y, eps, variant, batch_size, robust):
     """The attacks of torchattacks.AutoAttack in order on the still-robust points; returns
-    `(per_attack, robust)` with per_attack = [(name, accuracy after, seconds, CPU seconds)]."""
+    `(per_attack, robust)`; per_attack: one dict per attack with its name, the robust accuracy
+    after it, its wall and CPU seconds (time.process_time: every thread of this process) and the
+    number of points it attacked."""
     import torchattacks
 
     atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10,
@@ -138,7 +140,8 @@ def run_autoattack(model, x, y, eps, variant, batch_size, robust):
         acc = robust.float().mean().item()
         print(f"  {variant:9} {name:8} robust {100 * acc:6.2f}%  {dt:8.1f} s  (CPU {cpu:.1f} s, "
               f"{len(todo)} points)", flush=True)
-        per_attack.append((name, acc, dt, cpu))
+        per_attack.append({"attack": name, "robust_accuracy": acc, "seconds": dt,
+                           "cpu_seconds": cpu, "points": len(todo)})
     return per_attack, robust
 
 
@@ -206,8 +209,8 @@ def main():
     results = []
     for v in variants:
         per_attack, r = run_autoattack(model, x, y, eps, v, a.batch_size, robust)
-        seconds = sum(t for _, _, t, _ in per_attack)
-        cpu = sum(c for _, _, _, c in per_attack)
+        seconds = sum(t["seconds"] for t in per_attack)
+        cpu = sum(t["cpu_seconds"] for t in per_attack)
         acc = r.float().mean().item()
         print(f"torchattacks AutoAttack ({v}): robust {100 * acc:.2f}% in {seconds:.1f} s "
               f"(CPU {cpu:.1f} s)", flush=True)

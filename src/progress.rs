@@ -8,6 +8,30 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
+/// CPU seconds (user + system, every thread) this process has used so far: with the wall time it
+/// tells how many cores a phase kept busy. `None` where it cannot be read (`getrusage` on
+/// Linux/glibc; other targets).
+pub fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points
+        // at one; on failure (it returns -1) the zeroed value is not read.
+        let ru = unsafe {
+            if libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) != 0 {
+                return None;
+            }
+            ru.assume_init()
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        Some(secs(ru.ru_utime) + secs(ru.ru_stime))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// Receives progress of a long computation.
 pub trait Progress {
     /// A new phase of `total` units (batches, attacks, epochs).

@@ -370,7 +370,7 @@ fn tape_gradients_match_finite_differences() {
 
 #[test]
 fn tape_gradient_of_exp_mean_matches_closed_form() {
-    // The dfdx idiom (STYLE.md): `.exp().mean().backward()` gives non-trivial upstream gradients.
+    // The dfdx idiom (its own op tests): `.exp().mean().backward()` gives non-trivial upstream gradients.
     // PSSiLU at the paper's init, β = 1e-8 (docs/reproduction.md §1.2): d|β|/dβ = sign(β) = 1 ≠ 0.
     let dev = Cpu::default();
     let act = Pssilu::new(&dev);

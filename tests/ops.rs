@@ -8,8 +8,8 @@
 //!   `backward()`, `grads.get(..)`) and are compared with central finite differences of the `f64`
 //!   reference forward (step 1e-4 for the ops that are linear in the perturbed value, 1e-5 for
 //!   batch norm): the reference forward is itself checked against the crate's forward, so the
-//!   two checks together tie the crate's backward to the crate's forward. DFDX.md: "test every
-//!   gradient against finite differences".
+//!   two checks together tie the crate's backward to the crate's forward: every gradient is
+//!   tested against finite differences.
 //! - Batch norm's running statistics follow PyTorch (momentum 0.1, unbiased running variance),
 //!   with the expected numbers worked out by hand in the comments.
 
@@ -526,7 +526,7 @@ fn batch_norm_eval_forward_and_gradients() {
 
 /// In evaluation mode batch norm is the affine map `x ↦ (x − μ_run)·γ/sqrt(σ²_run + ε) + β`, so
 /// the input gradient is exactly `γ/sqrt(σ²_run + ε) · upstream` — the gradient PGD and
-/// AutoAttack need through an `eval()` model (DFDX.md: dfdx's own BatchNorm2D cannot give it).
+/// AutoAttack need through an `eval()` model (dfdx 0.13's own BatchNorm2D cannot give it).
 #[test]
 fn batch_norm_eval_input_gradient_is_scaled_upstream() {
     const C: usize = 3;

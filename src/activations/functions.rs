@@ -28,6 +28,7 @@ use dfdx::tensor_ops::{Device, TryAdd, TryMul, TrySub};
 use super::ActivationKind;
 use crate::ops::backward_loop;
 use crate::ops::composed::Coef;
+use crate::ops::simd::dispatch;
 
 /// The float operations the activations need, implemented for `f32` and `f64`.
 pub(crate) trait Real:
@@ -44,6 +45,9 @@ pub(crate) trait Real:
     const TWO: Self;
     const NAN: Self;
     fn exp(self) -> Self;
+    /// `exp` inside the sigmoids: [`super::vexp::exp`] in `f32` (vectorisable, ≤ 2 ulp), the
+    /// exact `exp` in `f64` (shape analysis, reference values).
+    fn exp_sigmoid(self) -> Self;
     fn exp_m1(self) -> Self;
     fn ln_1p(self) -> Self;
     fn abs(self) -> Self;
@@ -64,7 +68,7 @@ pub(crate) trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty) => {
+    ($t:ty, $exp_sigmoid:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -73,6 +77,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn exp(self) -> Self {
                 <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn exp_sigmoid(self) -> Self {
+                $exp_sigmoid(self)
             }
             #[inline(always)]
             fn exp_m1(self) -> Self {
@@ -97,16 +105,17 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32);
-impl_real!(f64);
+impl_real!(f32, super::vexp::exp);
+impl_real!(f64, f64::exp);
 
-/// The logistic sigmoid σ(z), never computing `exp` of a positive number.
+/// The logistic sigmoid σ(z), never computing `exp` of a positive number: with `e = exp(−|z|)`,
+/// `1/(1 + e)` for `z ≥ 0` and `e/(1 + e)` otherwise (a select, no branch: the loops vectorise).
 #[inline(always)]
 pub(crate) fn sigmoid<R: Real>(z: R) -> R {
+    let e = (-z.abs()).exp_sigmoid();
     if z >= R::ZERO {
-        R::ONE / (R::ONE + (-z).exp())
+        R::ONE / (R::ONE + e)
     } else {
-        let e = z.exp();
         e / (R::ONE + e)
     }
 }
@@ -116,7 +125,7 @@ pub(crate) fn sigmoid<R: Real>(z: R) -> R {
 #[inline(always)]
 pub(crate) fn sigmoid_pair<R: Real>(z: R) -> (R, R) {
     let nonneg = z >= R::ZERO;
-    let e = (if nonneg { -z } else { z }).exp();
+    let e = (-z.abs()).exp_sigmoid();
     let (big, small) = (R::ONE / (R::ONE + e), e / (R::ONE + e));
     // σ(−z) of z = 0 (±0): −z ≥ 0 as well, so both are 1/(1 + 1) = ½ either way
     if nonneg {
@@ -374,14 +383,15 @@ impl crate::ops::ScalarFn for PafFn {
     }
     fn apply(&self, xs: &[f32], ys: &mut [f32]) {
         let (a, b) = (self.alpha, self.beta);
-        // one loop per kind: `value` is inlined with a constant kind, the match folds away
+        // one loop per kind: `value` is inlined with a constant kind, the match folds away; the
+        // loop is compiled for the CPU's widest vectors (`ops::simd`, the same numbers)
         macro_rules! per_kind {
             ($($k:ident),*) => {
                 match self.kind {
-                    $(ActivationKind::$k => ys
+                    $(ActivationKind::$k => dispatch(#[inline(always)] || ys
                         .iter_mut()
                         .zip(xs)
-                        .for_each(|(y, &x)| *y = value(ActivationKind::$k, a, b, x)),)*
+                        .for_each(|(y, &x)| *y = value(ActivationKind::$k, a, b, x))),)*
                 }
             };
         }
@@ -405,8 +415,10 @@ impl crate::ops::ScalarFn for PafFn {
         macro_rules! per_kind {
             ($($k:ident),*) => {
                 match self.kind {
-                    $(ActivationKind::$k => backward_loop(xs, g, gx, want, |x| {
-                        derivatives(ActivationKind::$k, a, b, x)
+                    $(ActivationKind::$k => dispatch(#[inline(always)] || {
+                        backward_loop(xs, g, gx, want, #[inline(always)] |x| {
+                            derivatives(ActivationKind::$k, a, b, x)
+                        })
                     }),)*
                 }
             };

@@ -21,6 +21,7 @@ mod any;
 mod functions;
 mod modules;
 pub mod shape;
+mod vexp;
 
 pub use any::AnyActivation;
 pub use functions::PafFn;

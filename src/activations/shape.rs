@@ -113,6 +113,25 @@ impl ShapeProperties {
 }
 
 /// The shape properties of an activation module with its current (frozen-aware) parameters.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::prelude::*;
+///
+/// # fn main() -> Result<(), robust_paf::Error> {
+/// let dev = Cpu::default();
+/// // ReLU: a kink at 0 (infinite curvature), nothing below 0 on negative inputs
+/// let relu = properties_of(&Relu::new(&dev));
+/// assert!(relu.kink_at_zero && relu.min_on_negative == 0.0);
+/// // PSSiLU, x·(σ(|α|x) − |β|)/(1 − |β|): smooth, f″(0) = |α|/(2(1 − |β|)),
+/// // slope −|β|/(1 − |β|) far left, i.e. positive outputs on very negative inputs (§1.3)
+/// let p = properties_of(&Pssilu::with_params(&dev, 4.0, 0.5)?);
+/// assert!(!p.kink_at_zero);
+/// assert!((p.curvature_at_zero - 4.0).abs() < 1e-6);
+/// assert!((p.slope_at_neg_inf + 1.0).abs() < 1e-9 && p.max_on_negative > 0.0);
+/// # Ok(())
+/// # }
+/// ```
 pub fn properties_of<D: Backend, A: Activation<D>>(a: &A) -> ShapeProperties {
     ShapeProperties::of(&a.scalar())
 }

@@ -20,6 +20,7 @@ use dfdx::shapes::{ConstDim, HasShape};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
+use rayon::prelude::*;
 
 use super::{
     argmax, check_budget, check_labels, classified_correctly, in_eval_mode, logits_loss_grad,
@@ -252,26 +253,27 @@ fn single_run<M: AttackModel<D>, D: Backend>(
     let size_decr = ((0.03 * cfg.n_iter as f64) as usize).max(1);
     for it in 0..cfg.n_iter {
         let a = if it > 0 { 0.75f32 } else { 1.0 };
-        for i in 0..n {
-            let r = i * f..(i + 1) * f;
-            let xi = &x[r.clone()];
-            let dir = step_direction(cfg.norm, &grad[r.clone()]);
-            let mut z: Vec<f32> = x_adv[r.clone()]
-                .iter()
-                .zip(&dir)
-                .map(|(v, d)| v + step[i] * d)
-                .collect();
-            project_one(cfg.norm, eps, xi, &mut z);
-            let mut next: Vec<f32> = (0..f)
-                .map(|j| {
-                    let cur = x_adv[i * f + j];
-                    cur + (z[j] - cur) * a + (cur - x_old[i * f + j]) * (1.0 - a)
-                })
-                .collect();
-            project_one(cfg.norm, eps, xi, &mut next);
-            x_old[r.clone()].copy_from_slice(&x_adv[r.clone()]);
-            x_adv[r].copy_from_slice(&next);
-        }
+        // the step with momentum, image by image (independent: in parallel, the same numbers)
+        let c = f.max(1);
+        x_adv
+            .par_chunks_mut(c)
+            .zip(x_old.par_chunks_mut(c))
+            .zip(x.par_chunks(c).zip(grad.par_chunks(c)))
+            .zip(step.par_iter())
+            .for_each(|(((xa, xo), (xi, g)), &s)| {
+                let dir = step_direction(cfg.norm, g);
+                let mut z: Vec<f32> = xa.iter().zip(&dir).map(|(v, d)| v + s * d).collect();
+                project_one(cfg.norm, eps, xi, &mut z);
+                let mut next: Vec<f32> = (0..f)
+                    .map(|j| {
+                        let cur = xa[j];
+                        cur + (z[j] - cur) * a + (cur - xo[j]) * (1.0 - a)
+                    })
+                    .collect();
+                project_one(cfg.norm, eps, xi, &mut next);
+                xo.copy_from_slice(xa);
+                xa.copy_from_slice(&next);
+            });
         let (logits, losses, g) = logits_loss_grad(m, dev, &x_adv, n, lossfn)?;
         grad = g;
         for i in 0..n {

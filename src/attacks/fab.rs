@@ -29,6 +29,7 @@ use dfdx::shapes::{ConstDim, HasShape};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
+use rayon::prelude::*;
 
 use super::Norm;
 use super::{
@@ -322,34 +323,35 @@ fn fab_run<M: AttackModel<D>, D: Backend>(
     let (eta, alpha_max, beta) = (cfg.eta, cfg.alpha_max, cfg.beta);
     for _ in 0..cfg.n_iter {
         let (_, df, grad) = logits_loss_grad(m, dev, &x1, bs, diff)?;
-        for (j, &dfj) in df.iter().enumerate() {
-            let r = j * f..(j + 1) * f;
-            let (xj, x0j, w) = (&x1[r.clone()], &x0[r.clone()], &grad[r.clone()]);
-            if !dfj.is_finite() || w.iter().any(|v| !v.is_finite()) {
-                // nothing to linearise: leave this image where it is
-                continue;
-            }
-            // linearisation f(z) ≈ df + w·(z − x₁) = 0  ⇔  w·z = w·x₁ − df
-            let b = w
-                .iter()
-                .zip(xj)
-                .map(|(&w, &x)| w as f64 * x as f64)
-                .sum::<f64>()
-                - dfj;
-            let d1 = project(cfg.norm, xj, w, b)?;
-            let d0 = project(cfg.norm, x0j, w, b)?;
-            let a1 = norm_of(cfg.norm, d1.iter().copied()).max(1e-8);
-            let a0 = norm_of(cfg.norm, d0.iter().copied()).max(1e-8);
-            let alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max);
-            let next: Vec<f32> = (0..f)
-                .map(|i| {
-                    let from_x1 = xj[i] as f64 + eta * d1[i];
+        // image by image (independent: in parallel, the same numbers)
+        let c = f.max(1);
+        x1.par_chunks_mut(c)
+            .zip(x0.par_chunks(c).zip(grad.par_chunks(c)))
+            .zip(df.par_iter())
+            .try_for_each(|((xj, (x0j, w)), &dfj)| -> Result<(), Error> {
+                if !dfj.is_finite() || w.iter().any(|v| !v.is_finite()) {
+                    // nothing to linearise: leave this image where it is
+                    return Ok(());
+                }
+                // linearisation f(z) ≈ df + w·(z − x₁) = 0  ⇔  w·z = w·x₁ − df
+                let b = w
+                    .iter()
+                    .zip(xj.iter())
+                    .map(|(&w, &x)| w as f64 * x as f64)
+                    .sum::<f64>()
+                    - dfj;
+                let d1 = project(cfg.norm, xj, w, b)?;
+                let d0 = project(cfg.norm, x0j, w, b)?;
+                let a1 = norm_of(cfg.norm, d1.iter().copied()).max(1e-8);
+                let a0 = norm_of(cfg.norm, d0.iter().copied()).max(1e-8);
+                let alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max);
+                for (i, v) in xj.iter_mut().enumerate() {
+                    let from_x1 = *v as f64 + eta * d1[i];
                     let from_x0 = x0j[i] as f64 + eta * d0[i];
-                    (from_x1 * (1.0 - alpha) + from_x0 * alpha).clamp(0.0, 1.0) as f32
-                })
-                .collect();
-            x1[r].copy_from_slice(&next);
-        }
+                    *v = (from_x1 * (1.0 - alpha) + from_x0 * alpha).clamp(0.0, 1.0) as f32;
+                }
+                Ok(())
+            })?;
         let logits = logits_of(m, dev, &x1, bs)?;
         for j in 0..bs {
             if argmax(&logits[j * k..(j + 1) * k]) == y[j] {

@@ -80,6 +80,24 @@ impl PgdConfig {
 }
 
 /// PGD on `model` from the clean batch `x` with true classes `labels`: see the module docs.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Relu;
+/// use robust_paf::attacks::{host_images, pgd, PgdConfig};
+/// use robust_paf::models::SmallCnn;
+///
+/// type Model = SmallCnn<Relu<Cpu>, Cpu>;
+/// let dev = Cpu::seed_from_u64(0);
+/// let mut model = Model::new(&dev);
+/// let x: Vec<f32> = (0..2 * 32 * 32 * 3).map(|i| (i % 255) as f32 / 255.0).collect();
+/// let cfg = PgdConfig::paper(); // ℓ∞, ε 0.031, step 0.0078, 10 steps, random start not clamped
+/// let adv = pgd(&mut model, &host_images::<Model, Cpu>(&dev, x.clone(), 2), &[3, 7], &cfg)?;
+/// for (a, x) in adv.as_vec().iter().zip(&x) {
+///     assert!((a - x).abs() <= 0.031 + 1e-6 && (0.0..=1.0).contains(a));
+/// }
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn pgd<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     x: &Images<M, D>,

@@ -14,6 +14,7 @@
 use dfdx::shapes::{ConstDim, HasShape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use super::{
     check_budget, check_labels, classified_correctly, in_eval_mode, logits_of, AttackModel, Images,
@@ -229,22 +230,24 @@ fn run_linf<M: AttackModel<D>, D: Backend>(
                 }
             })
             .collect();
-        let mut cand: Vec<f32> = Vec::with_capacity(active.len() * f);
-        for &j in &active {
-            let xb = &best[j * f..(j + 1) * f];
-            let x0 = &x[j * f..(j + 1) * f];
-            let start = cand.len();
-            cand.extend_from_slice(xb);
-            for yy in vh..vh + s {
-                for xw in vw..vw + s {
-                    for (ch, d) in chan.iter().enumerate() {
-                        let q = (yy * w + xw) * c + ch;
-                        let v = (xb[q] + d).clamp(x0[q] - eps, x0[q] + eps);
-                        cand[start + q] = v.clamp(0.0, 1.0);
+        // each active image's candidate (independent: in parallel)
+        let mut cand = vec![0.0f32; active.len() * f];
+        cand.par_chunks_mut(f)
+            .zip(active.par_iter())
+            .for_each(|(cj, &j)| {
+                let xb = &best[j * f..(j + 1) * f];
+                let x0 = &x[j * f..(j + 1) * f];
+                cj.copy_from_slice(xb);
+                for yy in vh..vh + s {
+                    for xw in vw..vw + s {
+                        for (ch, d) in chan.iter().enumerate() {
+                            let q = (yy * w + xw) * c + ch;
+                            let v = (xb[q] + d).clamp(x0[q] - eps, x0[q] + eps);
+                            cj[q] = v.clamp(0.0, 1.0);
+                        }
                     }
                 }
-            }
-        }
+            });
         keep_improved(m, dev, &cand, &active, y, k, &mut margin, &mut best)?;
     }
     Ok((best, margin))

@@ -282,6 +282,28 @@ impl Drop for Epoch {
 }
 
 /// Batches of one source: see the module docs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use robust_paf::data::{FashionMnist, Loader, LoaderConfig, MixedConfig, MixedLoader};
+///
+/// # fn main() -> Result<(), robust_paf::data::DataError> {
+/// let f = FashionMnist::embedded()?; // 2,000 train / 1,000 test images, 32×32×3
+/// let train = Arc::new(f.train);
+/// // shuffled, random crop (padding 4) + flip, a background thread preparing batches (§3.1)
+/// let loader = Loader::new(train.clone(), LoaderConfig::train(128, 0))?;
+/// assert_eq!(loader.steps_per_epoch(), 16);
+/// let batch = loader.epoch(0).next().unwrap()?;
+/// assert_eq!((batch.len(), batch.pixels.len()), (128, 128 * 32 * 32 * 3));
+/// assert!(batch.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+///
+/// // 1:1 real and synthetic images in every batch (§3.5); here the test set stands in for them
+/// let mixed = MixedLoader::new(train, Arc::new(f.test), MixedConfig::one_to_one(64, 0))?; // 64 + 64
+/// let batch = mixed.epoch(0).next().unwrap()?;
+/// assert_eq!(batch.synthetic.iter().filter(|&&s| s).count(), 64);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Loader {
     source: Arc<dyn ImageSource>,
     cfg: LoaderConfig,

@@ -9,8 +9,9 @@
 //! - [`AaVersion::Fast`]: APGD-CE → APGD-T only — **not** the standard protocol (PAFAT's `auto2`),
 //!   for notebooks; reports say so.
 //!
-//! With a state path, the state (configuration, clean accuracy, robust flags, attacks done, the
-//! accuracy after each) is written as JSON after every attack, and the adversarial examples
+//! Each attack's wall and CPU time and the number of points it attacked are logged and kept
+//! ([`AttackTiming`]). With a state path, the state (configuration, clean accuracy, robust flags,
+//! attacks done, the accuracy and timing after each) is written as JSON after every attack, and the adversarial examples
 //! found so far beside it (`<state>.adv`, raw little-endian f32), both atomically (temp + rename):
 //! an interrupted run resumes after its last finished attack and ends with the same report.
 
@@ -24,7 +25,7 @@ use crate::attacks::fab::{fab_targeted, FabConfig};
 use crate::attacks::square::{square, SquareConfig};
 use crate::attacks::{classified_correctly, host_images, in_eval_mode, AttackModel, Images, Norm};
 use crate::ops::Backend;
-use crate::progress::Progress;
+use crate::progress::{process_cpu_seconds, Progress};
 use crate::Error;
 
 /// Which attacks run.
@@ -97,6 +98,22 @@ pub struct AutoAttackState {
     pub attacks_done: Vec<String>,
     /// Robust accuracy after each attack done.
     pub robust_accuracy_after: Vec<(String, f64)>,
+    /// How long each attack done took (empty in state files written before it was kept).
+    #[serde(default)]
+    pub timings: Vec<AttackTiming>,
+}
+
+/// The cost of one AutoAttack attack: wall and CPU time, and how many points it attacked (those
+/// every earlier attack left robust).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttackTiming {
+    pub attack: String,
+    pub seconds: f64,
+    /// CPU seconds of the whole process meanwhile (every thread; `None` where the platform does
+    /// not tell, see [`crate::progress::process_cpu_seconds`]).
+    pub cpu_seconds: Option<f64>,
+    /// Points attacked.
+    pub points: usize,
 }
 
 /// What [`run_autoattack`] returns.
@@ -217,6 +234,27 @@ fn fab_t<M: AttackModel<D>, D: Backend>(
 
 /// Runs AutoAttack on `images` (`n · H·W·C` host values in `[0, 1]`, NHWC) with true `labels`:
 /// see the module docs. `state_path`: where to save (and resume) the state.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Relu;
+/// use robust_paf::attacks::Norm;
+/// use robust_paf::eval::{run_autoattack, AutoAttackConfig};
+/// use robust_paf::models::SmallCnn;
+/// use robust_paf::progress::Silent;
+///
+/// let dev = Cpu::seed_from_u64(0);
+/// let mut model = SmallCnn::<Relu<Cpu>, Cpu>::new(&dev);
+/// let images: Vec<f32> = (0..4 * 32 * 32 * 3).map(|i| (i % 97) as f32 / 97.0).collect();
+/// let labels = [0, 1, 2, 3];
+/// // `standard` is what RobustBench reports; `fast` (APGD-CE, APGD-T) keeps this example short
+/// let cfg = AutoAttackConfig { batch_size: 4, ..AutoAttackConfig::fast(Norm::Linf, 8.0 / 255.0) };
+/// let r = run_autoattack(&mut model, &dev, &images, &labels, &cfg, None, &mut Silent)?;
+/// assert_eq!(r.state.attacks_done, ["apgd-ce", "apgd-t"]);
+/// assert!(r.robust_accuracy <= r.state.clean_accuracy);
+/// assert!(r.max_perturbation <= 8.0 / 255.0 + 1e-6);
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     dev: &D,
@@ -287,6 +325,7 @@ pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
                 robust,
                 attacks_done: Vec::new(),
                 robust_accuracy_after: Vec::new(),
+                timings: Vec::new(),
             };
             let a = images.to_vec();
             if let Some(p) = state_path {
@@ -301,7 +340,7 @@ pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
         }
         let todo: Vec<usize> = (0..n).filter(|&i| state.robust[i]).collect();
         progress.start(name, todo.len().div_ceil(cfg.batch_size) as u64);
-        let t = Instant::now();
+        let (t, cpu0) = (Instant::now(), process_cpu_seconds());
         for chunk in todo.chunks(cfg.batch_size) {
             let x: Vec<f32> = chunk
                 .iter()
@@ -321,13 +360,22 @@ pub fn run_autoattack<M: AttackModel<D>, D: Backend>(
         }
         progress.finish();
         let acc = accuracy(&state.robust);
+        let seconds = t.elapsed().as_secs_f64();
+        let cpu_seconds = cpu0.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+        let cpu = cpu_seconds.map_or(String::new(), |c| format!(", CPU {c:.1} s"));
         progress.message(&format!(
-            "robust accuracy after {name}: {:.2}% ({:.1} s)",
+            "robust accuracy after {name}: {:.2}% ({seconds:.1} s{cpu}, {} points)",
             100.0 * acc,
-            t.elapsed().as_secs_f64()
+            todo.len()
         ));
         state.attacks_done.push(name.to_string());
         state.robust_accuracy_after.push((name.to_string(), acc));
+        state.timings.push(AttackTiming {
+            attack: name.to_string(),
+            seconds,
+            cpu_seconds,
+            points: todo.len(),
+        });
         if let Some(p) = state_path {
             save(p, &state, &adv)?;
         }

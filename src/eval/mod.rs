@@ -7,7 +7,7 @@ pub mod report;
 pub mod shape_metrics;
 
 pub use autoattack::{
-    run_autoattack, AaVersion, AutoAttackConfig, AutoAttackReport, AutoAttackState,
+    run_autoattack, AaVersion, AttackTiming, AutoAttackConfig, AutoAttackReport, AutoAttackState,
 };
 pub use report::{evaluate, Epsilon, EvalConfig, EvalReport};
 pub use shape_metrics::{average_radius, empirical_lipschitz, square_success_rate, RadiusConfig};

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use dfdx::shapes::ConstDim;
 
-use super::autoattack::{run_autoattack, AaVersion, AutoAttackConfig};
+use super::autoattack::{run_autoattack, AaVersion, AttackTiming, AutoAttackConfig};
 use crate::attacks::pgd::{pgd, PgdConfig};
 use crate::attacks::{classified_correctly, host_images, in_eval_mode, AttackModel, Norm};
 use crate::data::ImageSet;
@@ -107,6 +107,10 @@ pub struct EvalReport {
     pub autoattack_version: Option<AaVersion>,
     /// Robust accuracy after each AutoAttack attack.
     pub autoattack_per_attack: Vec<(String, f64)>,
+    /// Wall and CPU time of each AutoAttack attack run in this call or resumed from its state
+    /// (empty in reports written before it was kept).
+    #[serde(default)]
+    pub autoattack_timings: Vec<AttackTiming>,
     pub autoattack_accuracy: Option<f64>,
     pub seed: u64,
     pub seconds: f64,
@@ -156,6 +160,30 @@ impl EvalReport {
 
 /// Evaluates `model` on `data` (its images as `[0, 1]` floats, no normalisation) as `cfg` asks,
 /// reporting progress; see the module docs. `architecture` names the model in the report.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Relu;
+/// use robust_paf::data::FashionMnist;
+/// use robust_paf::eval::{evaluate, AaVersion, EvalConfig};
+/// use robust_paf::models::SmallCnn;
+/// use robust_paf::progress::Silent;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let test = FashionMnist::embedded()?.test;
+/// let dev = Cpu::seed_from_u64(0);
+/// let mut model = SmallCnn::<Relu<Cpu>, Cpu>::new(&dev);
+/// // PGD-10 and the fast (non-standard) AutoAttack on the first 16 images;
+/// // `EvalConfig::paper()` is PGD-10 + AutoAttack standard at ε 0.031 on every image
+/// let cfg = EvalConfig { autoattack: Some(AaVersion::Fast), n_examples: Some(16), ..EvalConfig::paper() };
+/// let report = evaluate(&mut model, &dev, "SmallCNN-ReLU", &test, &cfg, &mut Silent)?;
+/// assert_eq!(report.n_examples, 16);
+/// assert!(report.autoattack_accuracy.unwrap() <= report.clean_accuracy);
+/// let json = serde_json::to_string(&report)?; // also `report.save(path)`
+/// assert!(json.contains("autoattack_timings"));
+/// # Ok(())
+/// # }
+/// ```
 pub fn evaluate<M: AttackModel<D>, D: Backend>(
     model: &mut M,
     dev: &D,
@@ -239,7 +267,7 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
         None => None,
     };
     // AutoAttack
-    let (per_attack, aa) = match cfg.autoattack {
+    let (per_attack, timings, aa) = match cfg.autoattack {
         Some(version) => {
             let aa_cfg = AutoAttackConfig {
                 norm: cfg.norm,
@@ -250,9 +278,10 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
             };
             let state = cfg.autoattack_state.as_deref();
             let r = run_autoattack(model, dev, &images, &labels, &aa_cfg, state, progress)?;
-            (r.state.robust_accuracy_after, Some(r.robust_accuracy))
+            let s = r.state;
+            (s.robust_accuracy_after, s.timings, Some(r.robust_accuracy))
         }
-        None => (Vec::new(), None),
+        None => (Vec::new(), Vec::new(), None),
     };
     Ok(EvalReport {
         model: architecture.to_string(),
@@ -266,6 +295,7 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
         pgd: pgd_cfg,
         autoattack_version: cfg.autoattack,
         autoattack_per_attack: per_attack,
+        autoattack_timings: timings,
         autoattack_accuracy: aa,
         seed: cfg.seed,
         seconds: started.elapsed().as_secs_f64(),

@@ -53,6 +53,22 @@ fn device(e: impl std::fmt::Debug) -> TrainError {
 /// checks every tensor (missing, unexpected or mis-shaped keys are one error; the shared
 /// activation must be equal at every site) and writes `out/model.safetensors` with the
 /// configuration of `dataset`'s preset.
+///
+/// ```
+/// use std::path::Path;
+/// use robust_paf::interop::import_torch_checkpoint;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // RobustBench's layout (a bare `state_dict` of `PAF_WideResNet`), here a WRN-16-1 with PSSiLU
+/// let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch/wrn16_1_pssilu2.pt");
+/// let out = std::env::temp_dir().join(format!("robust-paf-doc-import-{}", std::process::id()));
+/// let imported = import_torch_checkpoint(&from, "wrn-16-1", "pssilu2", None, "cifar10", &out)?;
+/// assert!(imported.tensors > 0);
+/// assert!(imported.checkpoint.exists());
+/// std::fs::remove_dir_all(&out)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn import_torch_checkpoint(
     from: &Path,
     arch: &str,

@@ -170,6 +170,25 @@ pub fn export_state_dict<M: Classifier<D>, D: Backend>(
 /// Writes `model` as a safetensors file PyTorch loads with `strict=True` into the reference
 /// architecture ([`export_state_dict`], plus a 0 `num_batches_tracked` per batch norm),
 /// atomically.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Pssilu;
+/// use robust_paf::interop::{read_torch_state_dict, write_torch_safetensors};
+/// use robust_paf::models::SmallCnn;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Cpu::seed_from_u64(0);
+/// let model = SmallCnn::<Pssilu<Cpu>, Cpu>::new(&dev);
+/// let path = std::env::temp_dir().join(format!("robust-paf-doc-export-{}.safetensors", std::process::id()));
+/// write_torch_safetensors(&model, &path)?; // `safetensors.torch.load_file` + `load_state_dict`
+/// let sd = read_torch_state_dict(&path)?;
+/// assert_eq!(sd.tensors["conv1.weight"].shape, [16, 3, 3, 3]); // PyTorch OIHW
+/// assert!(sd.tensors.contains_key("activation.beta"));
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn write_torch_safetensors<M: Classifier<D>, D: Backend>(
     model: &M,
     path: &Path,

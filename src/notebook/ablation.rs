@@ -315,7 +315,7 @@ impl ResultsRow {
         }
     }
 
-    /// "real only", or "+ <file name of the synthetic set>".
+    /// "real only", or "+ " and the file name of the synthetic set.
     pub fn data(&self) -> String {
         match &self.synthetic {
             None => "real only".into(),
@@ -531,6 +531,26 @@ pub fn learned_shapes(table: &ResultsTable) -> ShapeTable {
 
 /// Grouped bars: clean and PGD accuracy (%) per configuration, the bar at the mean over seeds,
 /// a whisker from the lowest to the highest seed, each seed a dot.
+///
+/// ```
+/// use robust_paf::notebook::ablation::{plot_accuracy_bars, ResultsRow, ResultsTable};
+///
+/// // rows as `results_table` groups a sweep's runs (`collect_sweep`, `train::sweep::collect`)
+/// let row = |act: &str, clean: Vec<f64>, pgd: Vec<f64>| ResultsRow {
+///     activation: act.into(), trainer: "pgd-at".into(), fix_alpha: None, fix_beta: None,
+///     norm: Some("linf".into()), eps: Some(0.031), synthetic: None, seeds: vec![0, 1],
+///     clean_mean: clean.iter().sum::<f64>() / 2.0, clean_std: 0.01, clean,
+///     pgd_mean: pgd.iter().sum::<f64>() / 2.0, pgd_std: 0.01, pgd,
+///     parameters: Default::default(),
+/// };
+/// let table = ResultsTable {
+///     rows: vec![row("relu", vec![0.80, 0.82], vec![0.48, 0.50]), row("pssilu2", vec![0.83, 0.84], vec![0.52, 0.53])],
+/// };
+/// let fig = plot_accuracy_bars(&table, "ReLU against PSSiLU")?;
+/// assert!(fig.svg().contains("PSSiLU"));
+/// assert!(plot_accuracy_bars(&ResultsTable { rows: vec![] }, "empty").is_err());
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_accuracy_bars(table: &ResultsTable, title: &str) -> Result<Figure, crate::Error> {
     let n = table.rows.len();
     if n == 0 {

@@ -15,6 +15,26 @@ use crate::Error;
 /// α solid, β dashed). The runs' legend is on the loss panel only (the colours are the same in
 /// every panel); epochs are ticked at integers. Epochs are 1-based; epochs without an evaluation
 /// leave a gap in the accuracy curves.
+///
+/// ```
+/// use robust_paf::notebook::plot_training_curves;
+/// use robust_paf::train::EpochRecord;
+///
+/// // what a run directory's metrics.jsonl holds (`train::read_metrics`), one record per epoch
+/// let epoch = |e: usize, loss: f64, acc: f64| EpochRecord {
+///     kind: "epoch".into(), epoch: e, phase: "train".into(), global_step: 40 * (e + 1),
+///     lr: 0.1, momentum: 0.9, train_examples: 2000, train_loss: loss,
+///     train_clean_accuracy: acc, train_adv_accuracy: Some(acc / 2.0),
+///     test_clean_accuracy: Some(acc), test_pgd_accuracy: Some(acc / 2.0), test_examples: 500,
+///     activation: [("alpha".to_string(), 1.0), ("beta".to_string(), 0.1)].into(),
+///     best: true, seconds: 10.0, eval_seconds: 1.0, images_per_second: 200.0,
+/// };
+/// let runs = vec![("PSSiLU".to_string(), vec![epoch(0, 2.0, 0.3), epoch(1, 1.5, 0.5)])];
+/// let fig = plot_training_curves(&runs)?;
+/// assert!(fig.svg().contains("Training curves"));
+/// assert!(plot_training_curves(&[]).is_err(), "nothing to plot is an error");
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_training_curves(runs: &[(String, Vec<EpochRecord>)]) -> Result<Figure, Error> {
     if runs.iter().all(|(_, r)| r.is_empty()) {
         return Err(Error::InvalidParameter {

@@ -358,6 +358,25 @@ pub fn model_to_evaluate(setup: &NotebookSetup) -> Result<PathBuf, TrainError> {
 }
 
 /// Bars of an [`EvalTable`]: clean, PGD, then the robust accuracy after each AutoAttack attack.
+///
+/// ```
+/// use robust_paf::notebook::evaluation::{eval_table, plot_eval_table};
+/// use robust_paf::eval::EvalReport;
+///
+/// // an `eval::evaluate` report (as `robust-paf eval --out` writes it)
+/// let report: EvalReport = serde_json::from_value(serde_json::json!({
+///     "model": "SmallCNN-PSSiLU", "dataset": "Fashion-MNIST test", "n_examples": 100,
+///     "norm": "Linf", "eps": 0.031, "eps_text": "0.031", "clean_accuracy": 0.75,
+///     "pgd_accuracy": null, "pgd": null, "autoattack_version": "Standard",
+///     "autoattack_per_attack": [["apgd-ce", 0.67], ["apgd-t", 0.665], ["fab-t", 0.665], ["square", 0.66]],
+///     "autoattack_accuracy": 0.66, "seed": 0, "seconds": 60.0
+/// })).unwrap();
+/// let table = eval_table(&report);
+/// assert_eq!(table.rows.len(), 6); // clean, the four attacks, AutoAttack
+/// let fig = plot_eval_table(&table)?;
+/// assert!(fig.svg().contains("apgd-t"));
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_eval_table(table: &EvalTable) -> Result<Figure, crate::Error> {
     let n = table.rows.len();
     if n == 0 {

@@ -73,12 +73,33 @@ pub fn paper_activations() -> Vec<ScalarActivation> {
 }
 
 /// [`plot_activations`] of the twelve [`paper_activations`] on [−5, 5].
+///
+/// ```
+/// let fig = robust_paf::notebook::plot_paper_activations()?;
+/// assert!(fig.svg().contains("PSSiLU")); // in a notebook cell: `fig.evcxr_display()`
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_paper_activations() -> Result<Figure, Error> {
     plot_activations(&paper_activations(), -5.0, 5.0)
 }
 
 /// Plots f, f′ and f″ of every activation on `[lo, hi]`, in three panels side by side, with a
 /// legend: [`plot_activations_with`] with the default [`PlotOptions`].
+///
+/// ```
+/// use robust_paf::activations::{ActivationKind, ScalarActivation};
+/// use robust_paf::notebook::plot_activations;
+///
+/// let acts = [
+///     ScalarActivation::initial(ActivationKind::Relu),
+///     ScalarActivation::new(ActivationKind::Prelu, 0.25, 0.0),
+///     ScalarActivation::new(ActivationKind::Pssilu, 4.0, 0.5),
+/// ];
+/// let fig = plot_activations(&acts, -3.0, 3.0)?;
+/// assert!(fig.svg().contains("PReLU"));
+/// assert!(plot_activations(&acts, 3.0, -3.0).is_err(), "an empty range is an error");
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_activations(acts: &[ScalarActivation], lo: f64, hi: f64) -> Result<Figure, Error> {
     plot_activations_with(
         acts,
@@ -211,6 +232,12 @@ fn group_coincident(grids: &[ShapeGrid], labels: &[String]) -> (Vec<ShapeGrid>, 
 /// and β in `betas` (one column each), with f, f′ and f″ in three rows, on [−5, 5]. α sets the
 /// curvature at 0 (f″(0) = |α|/(2(1 − |β|))), β the slope −|β|/(1 − |β|) on very negative
 /// inputs, i.e. how positive the outputs on negative inputs are (docs/reproduction.md §1.3).
+///
+/// ```
+/// let fig = robust_paf::notebook::plot_pssilu_family(&[1.0, 4.0, 16.0], &[0.0, 0.3])?;
+/// assert!(fig.svg().contains("<svg"));
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_pssilu_family(alphas: &[f64], betas: &[f64]) -> Result<Figure, Error> {
     plot_pssilu_family_with(alphas, betas, &PlotOptions::default())
 }

@@ -3,7 +3,7 @@
 //! robustness of each value — clean accuracy, the average minimal radius, the Square success
 //! rate and the empirical Lipschitz constant of `eval_std.py` for standard training, PGD accuracy
 //! for adversarial training — beside the shape property the value implies (positive outputs on
-//! negative inputs, curvature at 0; the columns of notebook 01's [`ShapeTable`]).
+//! negative inputs, curvature at 0; the columns of notebook 01's [`super::ShapeTable`]).
 //!
 //! [`shape_sweep_table`] gathers a [`SweepOutcome`] (quick mode computes the missing shape
 //! metrics of its runs now, full mode reads those `robust-paf shape-metrics` stored);
@@ -376,6 +376,26 @@ const METRICS: [Metric; 5] = [
 /// (each with its own x axis, the parameter's meaning below it), one row per metric; a filled
 /// marker where the value gives positive outputs on negative inputs, a hollow one where not.
 /// Rows of several trainers are drawn as one line each, in the trainer's colour.
+///
+/// ```
+/// use robust_paf::notebook::shape_sweep::{plot_shape_sweep, ShapeSweepRow, ShapeSweepTable};
+///
+/// // the rows `shape_sweep_table` gathers from a sweep freezing PSSiLU's β
+/// let row = |beta: f64, pgd: f64| ShapeSweepRow {
+///     activation: "pssilu2".into(), trainer: "pgd-at".into(), parameter: "β".into(), value: beta,
+///     seeds: vec![0], clean: 0.8, pgd, average_radius: f64::NAN, square_success_rate: f64::NAN,
+///     lipschitz: f64::NAN, alpha: 1.0, beta, positive_on_negative_inputs: beta > 0.0,
+///     curvature_at_zero: 0.5 / (1.0 - beta),
+/// };
+/// let table = ShapeSweepTable {
+///     rows: vec![row(0.0, 0.45), row(0.25, 0.50), row(0.5, 0.52)],
+///     missing_metrics: vec![],
+///     command: None,
+/// };
+/// let fig = plot_shape_sweep(&table, "PSSiLU, β frozen")?;
+/// assert!(fig.svg().contains("<svg"));
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn plot_shape_sweep(table: &ShapeSweepTable, title: &str) -> Result<Figure, crate::Error> {
     let mut families: Vec<(String, String)> = Vec::new();
     for r in &table.rows {

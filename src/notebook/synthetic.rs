@@ -77,6 +77,13 @@ pub fn extra_set() -> Result<ExtraSet, TrainError> {
 
 /// `per_class` images of each class: the top rows from the embedded (real) training subset, the
 /// bottom rows from the extra set, each image drawn 2× (64 px), one column per class.
+///
+/// ```
+/// // the extra set ships with a checkout (`data::fashion_mnist::extra_npz_path`)
+/// let fig = robust_paf::notebook::synthetic::plot_real_and_extra(2)?;
+/// assert!(fig.svg().contains("<svg"));
+/// # Ok::<(), robust_paf::train::TrainError>(())
+/// ```
 pub fn plot_real_and_extra(per_class: usize) -> Result<Figure, TrainError> {
     let per_class = per_class.clamp(1, 4);
     let real = FashionMnist::embedded()?.train;

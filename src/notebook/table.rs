@@ -14,6 +14,14 @@ pub struct ShapeTable {
 }
 
 /// The shape properties of every activation, in order.
+///
+/// ```
+/// use robust_paf::notebook::{paper_activations, shape_table};
+///
+/// let table = shape_table(&paper_activations()); // `table.evcxr_display()` in a notebook
+/// assert_eq!(table.rows.len(), 12);
+/// assert!(format!("{table}").contains("PSSiLU"));
+/// ```
 pub fn shape_table(acts: &[ScalarActivation]) -> ShapeTable {
     ShapeTable {
         rows: acts.iter().map(ShapeProperties::of).collect(),

@@ -1,8 +1,8 @@
 //! The crate's ops composed of dfdx's public tensor ops, for any dfdx device: the implementation
 //! behind [`super::Backend`] for CUDA, where dfdx 0.13 gives no public access to device memory
-//! (DFDX.md, "Custom ops"), so dfdx's own kernels and autograd do the work.
+//! (its `Cuda` device keeps them private), so dfdx's own kernels and autograd do the work.
 //!
-//! - **Convolution**: im2col by `gather` (DFDX.md: the fastest composed form measured) — the input
+//! - **Convolution**: im2col by `gather` (the fastest composed form measured on dfdx) — the input
 //!   flattened to `(B·H·W, C_in)` with one zero row appended for the padding, gathered into the
 //!   `(B·Ho·Wo, K·K·C_in)` column matrix, times the `(C_out, K·K·C_in)` weight transposed.
 //! - **Batch norm**: `y = x·a + b` per channel (few full-tensor passes); training mode from the

@@ -79,6 +79,7 @@ mod geometry;
 mod pointwise;
 pub mod profile;
 mod shapes;
+pub(crate) mod simd;
 
 pub use geometry::{ConvGeometry, PoolGeometry};
 pub use pointwise::{backward_loop, pointwise, try_pointwise, ScalarFn};

@@ -43,6 +43,11 @@ pub trait ScalarFn: Copy + Send + Sync + 'static {
 }
 
 /// The loop behind [`ScalarFn::backward`], for implementations that specialise `derivatives`.
+///
+/// The parameter gradients `Σ g·∂f/∂p` are summed in `f64` apart from the element loop: a block
+/// of products is written out by the (vectorisable) loop over the elements, then added into
+/// eight `f64` partial sums, lane `i mod 8`, combined at the end; the order is fixed, so the sums
+/// are reproducible (a single running `f64` sum in the element loop kept it scalar).
 #[inline(always)]
 pub fn backward_loop(
     x: &[Elem],
@@ -57,16 +62,40 @@ pub fn backward_loop(
         }
         return [0.0; 2];
     }
-    let (mut s0, mut s1) = (0.0f64, 0.0f64);
-    for ((gx, &x), &g) in gx.iter_mut().zip(x).zip(g) {
-        let (dx, dp) = derivatives(x);
-        *gx += g * dx;
-        s0 += (g * dp[0]) as f64;
-        s1 += (g * dp[1]) as f64;
+    const BLOCK: usize = 512;
+    const LANES: usize = 8;
+    let (mut t0, mut t1) = ([0.0 as Elem; BLOCK], [0.0 as Elem; BLOCK]);
+    let (mut s0, mut s1) = ([0.0f64; LANES], [0.0f64; LANES]);
+    for ((gx, x), g) in gx
+        .chunks_mut(BLOCK)
+        .zip(x.chunks(BLOCK))
+        .zip(g.chunks(BLOCK))
+    {
+        let n = gx.len();
+        let (t0, t1) = (&mut t0[..n], &mut t1[..n]);
+        for ((((gx, &x), &g), t0), t1) in gx
+            .iter_mut()
+            .zip(x)
+            .zip(g)
+            .zip(t0.iter_mut())
+            .zip(t1.iter_mut())
+        {
+            let (dx, dp) = derivatives(x);
+            *gx += g * dx;
+            *t0 = g * dp[0];
+            *t1 = g * dp[1];
+        }
+        for (c0, c1) in t0.chunks(LANES).zip(t1.chunks(LANES)) {
+            for (j, (&a, &b)) in c0.iter().zip(c1).enumerate() {
+                s0[j] += a as f64;
+                s1[j] += b as f64;
+            }
+        }
     }
+    let total = |s: [f64; LANES]| s.iter().sum::<f64>();
     [
-        if want[0] { s0 } else { 0.0 },
-        if want[1] { s1 } else { 0.0 },
+        if want[0] { total(s0) } else { 0.0 },
+        if want[1] { total(s1) } else { 0.0 },
     ]
 }
 

@@ -425,6 +425,35 @@ impl Checkpoint {
 }
 
 /// Reads `path` and loads it into `model` (see [`Checkpoint::apply`]); returns its metadata.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::{Activation, Pssilu};
+/// use robust_paf::models::{Classifier, SmallCnn};
+/// use robust_paf::train::{load_checkpoint, save_checkpoint, CheckpointMeta};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// type Model = SmallCnn<Pssilu<Cpu>, Cpu>;
+/// let dev = Cpu::seed_from_u64(1);
+/// let mut model = Model::new(&dev);
+/// model.activation_mut().set_parameter("alpha", 2.5)?;
+/// let path = std::env::temp_dir().join(format!("robust-paf-doc-ckpt-{}.safetensors", std::process::id()));
+/// save_checkpoint(&path, &model, None, &CheckpointMeta::describe(&model))?;
+///
+/// let mut other = Model::new(&Cpu::seed_from_u64(2));
+/// let meta = load_checkpoint(&path, &mut other, None)?;
+/// assert_eq!(meta.architecture, model.architecture());
+/// assert_eq!(other.activation().parameters(), model.activation().parameters());
+/// assert_eq!(other.conv1.weight.as_vec(), model.conv1.weight.as_vec());
+///
+/// // a damaged file is an error that leaves the model as it was
+/// std::fs::write(&path, b"not a checkpoint")?;
+/// assert!(load_checkpoint(&path, &mut other, None).is_err());
+/// assert_eq!(other.conv1.weight.as_vec(), model.conv1.weight.as_vec());
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_checkpoint<M: Classifier<D>, D: Backend>(
     path: &Path,
     model: &mut M,

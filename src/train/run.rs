@@ -387,6 +387,38 @@ fn fmt_params(p: &BTreeMap<String, f64>) -> String {
 /// Trains `model` as `cfg` says on `data`, in the run directory `dir` (see the module docs),
 /// reporting progress; `model` must be freshly built on `dev` seeded with `cfg.seed` for a run
 /// to be reproducible. Returns the model after the last step and the summary.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Relu;
+/// use robust_paf::data::FashionMnist;
+/// use robust_paf::models::SmallCnn;
+/// use robust_paf::progress::Silent;
+/// use robust_paf::train::run::read_metrics;
+/// use robust_paf::train::{train, RunMode, TrainConfig, TrainData};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let f = FashionMnist::embedded()?;
+/// let first: Vec<usize> = (0..100).collect();
+/// let data = TrainData {
+///     train: Arc::new(f.train.select("100 images", &first)?),
+///     synthetic: None,
+///     test: f.test.select("20 images", &first[..20])?,
+///     description: "Fashion-MNIST, 100 images".into(),
+/// };
+/// let set: Vec<String> = ["model.activation=\"relu\"", "optim.epochs=2"].map(String::from).into();
+/// let cfg = TrainConfig::preset("quick-standard", &set)?;
+/// let dev = Cpu::seed_from_u64(cfg.seed);
+/// let dir = std::env::temp_dir().join(format!("robust-paf-doc-train-{}", std::process::id()));
+/// let run = train(&cfg, SmallCnn::<Relu<Cpu>, Cpu>::new(&dev), &dev, &data, &dir, RunMode::Fresh, &mut Silent)?;
+/// assert_eq!(read_metrics(&dir)?.len(), 2, "one metrics.jsonl line per epoch");
+/// assert!(dir.join("best.safetensors").exists() && dir.join("last.safetensors").exists());
+/// assert_eq!(run.summary.status, "finished");
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn train<M: Classifier<D>, D: Backend>(
     cfg: &TrainConfig,
     mut model: M,

@@ -131,6 +131,27 @@ pub fn draw_start<M: Classifier<D>, D: Backend>(
 /// One training step of `cfg.kind` on the batch `x` (pixels in `[0, 1]`) with classes `labels`:
 /// see the module docs. The learning rate and momentum are `opt`'s current ones. The model is in
 /// train mode afterwards.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use robust_paf::activations::Pssilu;
+/// use robust_paf::attacks::host_images;
+/// use robust_paf::models::SmallCnn;
+/// use robust_paf::train::{train_step, Sgd, SgdSettings, Start, StepSettings, TrainerConfig, TrainerKind};
+///
+/// type Model = SmallCnn<Pssilu<Cpu>, Cpu>;
+/// let dev = Cpu::seed_from_u64(0);
+/// let mut model = Model::new(&dev);
+/// // SGD Nesterov, lr 0.1, momentum 0.9, weight decay 5e-4 (§3.1)
+/// let mut opt = Sgd::<Cpu>::new(SgdSettings::default())?;
+/// // PGD-AT ℓ∞ as the paper's `madry` trainer: ε 0.031, step 0.0078, 10 steps (§3.3)
+/// let cfg = TrainerConfig::paper(TrainerKind::PgdAt);
+/// let x = host_images::<Model, Cpu>(&dev, vec![0.5; 4 * 32 * 32 * 3], 4);
+/// let out = train_step(&cfg, &StepSettings::default(), &mut model, &mut opt, &x, &[0, 1, 2, 3], Start::Seeded(7))?;
+/// assert_eq!(out.n, 4);
+/// assert!(out.loss.is_finite() && out.adv_correct.is_some() && out.beta_grad.is_some());
+/// # Ok::<(), robust_paf::Error>(())
+/// ```
 pub fn train_step<M: Classifier<D>, D: Backend>(
     cfg: &TrainerConfig,
     settings: &StepSettings,
