@@ -4,8 +4,8 @@
 //! AVX2 + FMA enabled, so that the compiler vectorises the inlined loop 16 or 8 floats wide.
 //!
 //! The numbers do not depend on the path taken: Rust never contracts `a·b + c` into a fused
-//! multiply-add, so the wider instructions compute exactly what the baseline ones do (the tests
-//! compare the kernels with the scalar formulas bit for bit). A hand-written dispatcher rather
+//! multiply-add, so the wider instructions compute, lane by lane, exactly what the baseline ones
+//! do. A hand-written dispatcher rather
 //! than a crate (`pulp`, `multiversion`): the kernels are closures over generic activation code,
 //! which a `#[target_feature]` wrapper serves in a dozen lines.
 
