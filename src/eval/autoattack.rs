@@ -12,8 +12,9 @@
 //! Each attack's wall and CPU time and the number of points it attacked are logged and kept
 //! ([`AttackTiming`]). With a state path, the state (configuration, clean accuracy, robust flags,
 //! attacks done, the accuracy and timing after each) is written as JSON after every attack, and
-//! the adversarial examples found so far beside it (`<state>.adv`, raw little-endian f32), both atomically (temp + rename):
-//! an interrupted run resumes after its last finished attack and ends with the same report.
+//! the adversarial examples found so far beside it (`<state>.adv`, raw little-endian f32), both
+//! atomically (temp + rename): an interrupted run resumes after its last finished attack and ends
+//! with the same report.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
