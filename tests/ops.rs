@@ -1254,14 +1254,88 @@ fn well_shaped_layers_compile_and_chain() {
 /// with non-trivial parameters (α = 1.3, β = 0.2, so both parameter gradients are non-zero).
 #[test]
 fn fused_batch_norm_activation_matches_the_separate_ops() {
-    use robust_paf::activations::{Activation, Pssilu, Relu};
+    check_fused_bn_act::<3, 5, 4, 6>(91, false);
+}
+
+/// The same over several of the backward pass's 256-row chunks (4·12·12 = 576 rows: two whole
+/// chunks and a partial one), and with the input itself as the residual (`f(bn(x) + x)`: one
+/// tensor whose gradient gets both contributions).
+#[test]
+fn fused_batch_norm_activation_over_several_chunks_and_with_the_input_as_residual() {
+    check_fused_bn_act::<4, 12, 12, 3>(92, false);
+    check_fused_bn_act::<4, 12, 12, 3>(93, true);
+    check_fused_bn_act::<3, 5, 4, 6>(94, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_bn_act<A, const B: usize, const H: usize, const W: usize, const C: usize>(
+    act: &A,
+    fused: bool,
+    train: bool,
+    with_res: bool,
+    alias: bool,
+    data: [&[f32]; 7],
+) -> Vec<Vec<f32>>
+where
+    A: robust_paf::activations::Activation<Cpu>,
+{
     use robust_paf::ops::try_batch_norm2d_act;
-    const B: usize = 3;
-    const H: usize = 5;
-    const W: usize = 4;
-    const C: usize = 6;
+    let [xv, resv, gamma, beta, rmean, rvar, upstream] = data;
+    let x = nhwc::<B, H, W, C>(xv);
+    let res = if alias {
+        x.clone()
+    } else {
+        nhwc::<B, H, W, C>(resv)
+    };
+    let (g, b) = (vector::<C>(gamma), vector::<C>(beta));
+    let (mut rm, mut rv) = (vector::<C>(rmean), vector::<C>(rvar));
+    let xt = x.leaky_trace();
+    // the input as residual: the same tensor (same id) on a fresh tape
+    let rt = with_res.then(|| {
+        if alias {
+            xt.retaped()
+        } else {
+            res.clone().leaky_trace()
+        }
+    });
+    let y = if fused {
+        let (f, params) = act.pointwise_fn();
+        let running = (!train).then_some((&rm, &rv));
+        try_batch_norm2d_act(xt, rt, &g, &b, running, EPS, f, params)
+            .unwrap()
+            .0
+    } else {
+        let z = if train {
+            try_batch_norm2d_train(xt, &g, &b, &mut rm, &mut rv, EPS, MOMENTUM).unwrap()
+        } else {
+            try_batch_norm2d_eval(xt, &g, &b, &rm, &rv, EPS).unwrap()
+        };
+        let z = match rt {
+            Some(rt) => z + rt,
+            None => z,
+        };
+        act.try_forward(z).unwrap()
+    };
+    let (values, grads) = weighted_backward!(y, upstream);
+    let mut out = vec![values, grads.get(&x).as_vec(), grads.get(&g).as_vec()];
+    out.push(grads.get(&b).as_vec());
+    if with_res && !alias {
+        out.push(grads.get(&res).as_vec());
+    }
+    if let (_, [Some(alpha), Some(beta)]) = act.pointwise_fn() {
+        out.push(grads.get(alpha).as_vec());
+        out.push(grads.get(beta).as_vec());
+    }
+    out
+}
+
+fn check_fused_bn_act<const B: usize, const H: usize, const W: usize, const C: usize>(
+    seed: u64,
+    alias: bool,
+) {
+    use robust_paf::activations::{Activation, Pssilu, Relu};
     let n = B * H * W * C;
-    let mut r = rng(91);
+    let mut r = rng(seed);
     let xv = uniform(&mut r, n, -2.0, 3.0);
     let resv = uniform(&mut r, n, -1.0, 1.0);
     let gamma = uniform(&mut r, C, 0.5, 1.5);
@@ -1269,52 +1343,6 @@ fn fused_batch_norm_activation_matches_the_separate_ops() {
     let rmean = uniform(&mut r, C, -0.3, 0.3);
     let rvar = uniform(&mut r, C, 0.5, 2.0);
     let upstream = uniform(&mut r, n, -1.0, 1.0);
-
-    fn run<A: Activation<Cpu>>(
-        act: &A,
-        fused: bool,
-        train: bool,
-        with_res: bool,
-        data: [&[f32]; 7],
-    ) -> Vec<Vec<f32>> {
-        let [xv, resv, gamma, beta, rmean, rvar, upstream] = data;
-        let x = nhwc::<B, H, W, C>(xv);
-        let res = nhwc::<B, H, W, C>(resv);
-        let (g, b) = (vector::<C>(gamma), vector::<C>(beta));
-        let (mut rm, mut rv) = (vector::<C>(rmean), vector::<C>(rvar));
-        let xt = x.leaky_trace();
-        let rt = with_res.then(|| res.clone().leaky_trace());
-        let y = if fused {
-            let (f, params) = act.pointwise_fn();
-            let running = (!train).then_some((&rm, &rv));
-            try_batch_norm2d_act(xt, rt, &g, &b, running, EPS, f, params)
-                .unwrap()
-                .0
-        } else {
-            let z = if train {
-                try_batch_norm2d_train(xt, &g, &b, &mut rm, &mut rv, EPS, MOMENTUM).unwrap()
-            } else {
-                try_batch_norm2d_eval(xt, &g, &b, &rm, &rv, EPS).unwrap()
-            };
-            let z = match rt {
-                Some(rt) => z + rt,
-                None => z,
-            };
-            act.try_forward(z).unwrap()
-        };
-        let (values, grads) = weighted_backward!(y, upstream);
-        let mut out = vec![values, grads.get(&x).as_vec(), grads.get(&g).as_vec()];
-        out.push(grads.get(&b).as_vec());
-        if with_res {
-            out.push(grads.get(&res).as_vec());
-        }
-        if let (_, [Some(alpha), Some(beta)]) = act.pointwise_fn() {
-            out.push(grads.get(alpha).as_vec());
-            out.push(grads.get(beta).as_vec());
-        }
-        out
-    }
-
     let mut pssilu = Pssilu::<Cpu>::new(&dev());
     pssilu.set_parameter("alpha", 1.3).unwrap();
     pssilu.set_parameter("beta", 0.2).unwrap();
@@ -1333,20 +1361,22 @@ fn fused_batch_norm_activation_matches_the_separate_ops() {
             let cases = [
                 (
                     "ReLU",
-                    run(&relu, true, train, with_res, data),
-                    run(&relu, false, train, with_res, data),
+                    run_bn_act::<_, B, H, W, C>(&relu, true, train, with_res, alias, data),
+                    run_bn_act::<_, B, H, W, C>(&relu, false, train, with_res, alias, data),
                 ),
                 (
                     "PSSiLU",
-                    run(&pssilu, true, train, with_res, data),
-                    run(&pssilu, false, train, with_res, data),
+                    run_bn_act::<_, B, H, W, C>(&pssilu, true, train, with_res, alias, data),
+                    run_bn_act::<_, B, H, W, C>(&pssilu, false, train, with_res, alias, data),
                 ),
             ];
             for (name, fused, separate) in cases {
                 assert_eq!(fused.len(), separate.len());
                 for (i, (f, s)) in fused.iter().zip(&separate).enumerate() {
                     assert!(f.iter().any(|v| *v != 0.0), "{name} output {i} is all zero");
-                    let what = format!("{name} train={train} residual={with_res} output {i}");
+                    let what = format!(
+                        "{name} {B}x{H}x{W}x{C} train={train} residual={with_res} alias={alias} output {i}"
+                    );
                     assert_close(&what, f, &to_f64(s), 1e-5, 1e-5);
                 }
             }

@@ -391,7 +391,7 @@ impl crate::ops::ScalarFn for PafFn {
                     $(ActivationKind::$k => dispatch(#[inline(always)] || ys
                         .iter_mut()
                         .zip(xs)
-                        .for_each(|(y, &x)| *y = value(ActivationKind::$k, a, b, x))),)*
+                        .for_each(move |(y, &x)| *y = value(ActivationKind::$k, a, b, x))),)*
                 }
             };
         }
@@ -416,7 +416,9 @@ impl crate::ops::ScalarFn for PafFn {
             ($($k:ident),*) => {
                 match self.kind {
                     $(ActivationKind::$k => dispatch(#[inline(always)] || {
-                        backward_loop(xs, g, gx, want, #[inline(always)] |x| {
+                        // `move`: α and β by value, not behind a reference the compiler must
+                        // reload after every store to `gx` (which kept this loop scalar)
+                        backward_loop(xs, g, gx, want, #[inline(always)] move |x| {
                             derivatives(ActivationKind::$k, a, b, x)
                         })
                     }),)*

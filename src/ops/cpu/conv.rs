@@ -9,7 +9,7 @@ use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{put_grad, read, take_grad, wrap};
+use super::{hold, put_grad, take_grad, wrap};
 use crate::ops::{ConvGeometry, Elem};
 
 /// Bytes of one im2col block: a block and its gemm operands stay in a core's L2 cache.
@@ -492,9 +492,9 @@ where
 {
     let _t = crate::ops::profile::scope("conv fwd");
     let (x, mut tape) = x.split_tape();
-    let xs = read(&x);
-    let ws = read(w);
-    let bs = b.map(read);
+    let xs = hold(&x);
+    let ws = hold(w);
+    let bs = b.map(hold);
     let mut ys = output_buffer(g.rows() * CO);
     conv_forward(&g, &xs, &ws, bs.as_deref(), &mut ys);
     let y = wrap(x.device(), ys, out_shape)?;

@@ -16,13 +16,112 @@ use rayon::prelude::*;
 
 use super::Elem;
 
-/// Copies a tensor's values out (a `memcpy`). The crate's ops read contiguous tensors, as every
-/// dfdx op and constructor makes them (not `broadcast`/`permute` views).
-pub(crate) fn read<S: Shape, T>(t: &Tensor<S, Elem, Cpu, T>) -> Vec<Elem> {
-    let _t = crate::ops::profile::scope("  read (copy_into)");
-    let mut v = vec![0.0; t.shape().num_elements()];
-    t.copy_into(&mut v);
-    v
+/// A CPU tensor's values as a slice, read in place: what every op here reads its inputs through.
+///
+/// dfdx 0.13 has no public slice of a CPU tensor's buffer, and its `copy_into` is one
+/// single-threaded `memcpy` per op input: ≈ 11 % of a ResNet-18 training step (BENCHMARKS.md,
+/// issue 11), and a second copy of every saved activation for the backward pass. Its public
+/// `Index` does return a reference into the buffer, so `Held` takes the address of the first
+/// element, checks per axis that the tensor is laid out with the standard (row-major) strides
+/// — each unit step along an axis lands where the standard stride says, and the last element
+/// at `n − 1`, which `Index` bounds-checks — and then reads `n` elements from there. A tensor
+/// that fails the check (a `broadcast` or `permute` view) is copied element by element in its
+/// logical order instead (`as_vec`), so either way the slice holds the tensor's values.
+///
+/// The slice stays valid because `Held` owns a clone of the tensor: while that `Arc` is held,
+/// dfdx's copy-on-write (`Arc::make_mut`) never writes to this buffer. Reading a whole buffer
+/// through the address of its first element is accepted by Rust's Tree Borrows model (Stacked
+/// Borrows is stricter); set `ROBUST_PAF_COPY_INPUTS=1` to copy every input instead (the old
+/// path, for comparison).
+pub(crate) struct Held<S: Shape> {
+    _tensor: Tensor<S, Elem, Cpu>,
+    values: Values,
+}
+
+enum Values {
+    InPlace { ptr: *const Elem, len: usize },
+    Copied(Vec<Elem>),
+}
+
+// SAFETY: the pointer is into the buffer of the tensor `Held` owns, which nobody writes while it
+// is held (see the type's doc); `Tensor<_, f32, Cpu>` itself is Send + Sync.
+unsafe impl<S: Shape> Send for Held<S> {}
+unsafe impl<S: Shape> Sync for Held<S> {}
+
+impl<S: Shape> Held<S> {
+    /// Whether the values are read in place (false: copied).
+    #[cfg(test)]
+    pub(crate) fn in_place(&self) -> bool {
+        matches!(self.values, Values::InPlace { .. })
+    }
+}
+
+impl<S: Shape> std::ops::Deref for Held<S> {
+    type Target = [Elem];
+    fn deref(&self) -> &[Elem] {
+        match &self.values {
+            // SAFETY: `ptr` is the start of `len` initialised elements of the owned tensor's
+            // buffer (checked in `hold`), alive and unwritten while `self` is.
+            Values::InPlace { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Values::Copied(v) => v,
+        }
+    }
+}
+
+/// Whether `ROBUST_PAF_COPY_INPUTS` asks for copies instead of in-place reads (read once).
+fn copy_inputs() -> bool {
+    static COPY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *COPY.get_or_init(|| {
+        std::env::var("ROBUST_PAF_COPY_INPUTS")
+            .map(|v| !matches!(v.trim(), "" | "0"))
+            .unwrap_or(false)
+    })
+}
+
+/// The address of `t`'s first element if `t` is laid out with the standard strides.
+fn standard_layout<S: Shape>(t: &Tensor<S, Elem, Cpu>) -> Option<*const Elem> {
+    let dims = t.shape().concrete();
+    let strides = t.shape().strides();
+    let zero = S::Concrete::default();
+    let first: *const Elem = &t[zero];
+    let mut last = zero;
+    for d in 0..S::NUM_DIMS {
+        if dims[d] > 1 {
+            let mut i = zero;
+            i[d] = 1;
+            let at: *const Elem = &t[i];
+            if (at as usize).wrapping_sub(first as usize)
+                != strides[d] * std::mem::size_of::<Elem>()
+            {
+                return None;
+            }
+        }
+        last[d] = dims[d] - 1;
+    }
+    // `Index` bounds-checks: the buffer holds at least `n` elements from `first`
+    let end: *const Elem = &t[last];
+    let n = t.shape().num_elements();
+    ((end as usize).wrapping_sub(first as usize) == (n - 1) * std::mem::size_of::<Elem>())
+        .then_some(first)
+}
+
+/// Reads `t`'s values (see [`Held`]); the tensor must carry no tape (ops split it off first).
+pub(crate) fn hold<S: Shape>(t: &Tensor<S, Elem, Cpu>) -> Held<S> {
+    let _t = crate::ops::profile::scope("  read inputs");
+    let len = t.shape().num_elements();
+    let values = match (len > 0).then(|| standard_layout(t)).flatten() {
+        Some(ptr) if !copy_inputs() => Values::InPlace { ptr, len },
+        Some(_) => {
+            let mut v = vec![0.0; len];
+            t.copy_into(&mut v);
+            Values::Copied(v)
+        }
+        None => Values::Copied(t.as_vec()),
+    };
+    Held {
+        _tensor: t.clone(),
+        values,
+    }
 }
 
 /// Wraps a freshly computed buffer as a tensor (no copy).
@@ -191,5 +290,58 @@ impl crate::ops::Backend for Cpu {
         beta: f64,
     ) -> Result<(), Self::Err> {
         a.try_axpy(alpha, b, beta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! In-place reads against dfdx's own strided copy (`as_vec`), on contiguous tensors and on
+    //! the views whose buffer does not hold the values in row-major order.
+    use super::*;
+    use dfdx::shapes::{Axes2, Rank2, Rank3};
+    use dfdx::tensor::TensorFrom;
+    use dfdx::tensor_ops::{BroadcastTo, PermuteTo};
+
+    #[test]
+    fn contiguous_tensors_are_read_in_place() {
+        let dev = Cpu::default();
+        let t: Tensor<Rank3<2, 3, 4>, Elem, Cpu> = dev.tensor_from_vec(
+            (0..24).map(|i| i as Elem * 0.5).collect(),
+            Default::default(),
+        );
+        let h = hold(&t);
+        assert!(h.in_place() || copy_inputs());
+        assert_eq!(&*h, t.as_vec().as_slice());
+        // the slice outlives the caller's tensor: `Held` owns a clone
+        drop(t);
+        assert_eq!(h[23], 11.5);
+    }
+
+    #[test]
+    fn views_are_copied_in_logical_order() {
+        let dev = Cpu::default();
+        let row = dev.tensor([1.0 as Elem, 2.0, 3.0]);
+        let b: Tensor<Rank2<4, 3>, Elem, Cpu> = row.clone().broadcast();
+        let h = hold(&b);
+        assert!(!h.in_place());
+        assert_eq!(&*h, b.as_vec().as_slice());
+        assert_eq!(h.len(), 12);
+        let m: Tensor<Rank2<2, 3>, Elem, Cpu> = dev.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]);
+        let p: Tensor<Rank2<3, 2>, Elem, Cpu> = m.permute::<_, Axes2<1, 0>>();
+        let h = hold(&p);
+        assert!(!h.in_place());
+        assert_eq!(&*h, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn a_written_copy_leaves_the_held_values_alone() {
+        // dfdx's copy-on-write: writing to another clone of the tensor while it is held must
+        // reallocate, never change what `Held` reads
+        let dev = Cpu::default();
+        let mut t: Tensor<Rank2<2, 2>, Elem, Cpu> = dev.tensor([[1.0, 2.0], [3.0, 4.0]]);
+        let h = hold(&t);
+        t[[0, 0]] = 9.0;
+        assert_eq!(&*h, &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(t.as_vec(), vec![9.0, 2.0, 3.0, 4.0]);
     }
 }

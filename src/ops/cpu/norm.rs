@@ -7,6 +7,13 @@
 //! Backward, with `g_z = g_y · f′(z)`, `z = x·a + b + r`: `g_r = g_z`, `dγ = Σ g_z·x̂`,
 //! `dβ = Σ g_z`, and `dx = γ·s/N · (N·g_z − Σg_z − x̂·Σ(g_z·x̂))` in training mode,
 //! `dx = g_z·a` in evaluation mode (the gradient attacks need).
+//!
+//! The backward pass makes as few passes over the activations as the formulas allow (issue 11):
+//! evaluation mode (every attack step) is one pass per 256-row chunk — `z` recomputed, `g_z`
+//! in a chunk-sized buffer, `dx` and `g_r` written from it, the channel sums only when γ and β
+//! want gradients; training mode is two, since `dx` needs the sums over the whole batch: `g_z`
+//! with its chunk's sums (the blocks and order of the forward statistics, so reproducible), then
+//! `dx` and `g_r` together.
 
 use std::sync::Arc;
 
@@ -15,7 +22,7 @@ use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
 use rayon::prelude::*;
 
-use super::{par_output, put_grad, read, take_grad, wrap};
+use super::{hold, par_output, put_grad, take_grad, wrap};
 use crate::ops::{BatchStatistics, Elem, ScalarFn};
 
 /// Rows (pixels) per parallel task.
@@ -93,12 +100,12 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
         }
         None => None,
     };
-    let xs = Arc::new(read(&x));
-    let rs: Option<Arc<Vec<Elem>>> = res.as_ref().map(|r| Arc::new(read(r)));
+    let xs = Arc::new(hold(&x));
+    let rs = res.as_ref().map(|r| Arc::new(hold(r)));
     let total = xs.len();
     let n = total / C;
-    let gamma = read(weight);
-    let beta = read(bias);
+    let gamma = hold(weight);
+    let beta = hold(bias);
     let (mean, invstd, stats): (Vec<f64>, Vec<f64>, Option<BatchStatistics>) = match running {
         None => {
             let shift: Vec<f64> = (0..C)
@@ -127,10 +134,10 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
             (mean, invstd, Some(stats))
         }
         Some((rm, rv)) => {
-            let mean = read(rm).into_iter().map(|v| v as f64).collect();
-            let invstd = read(rv)
-                .into_iter()
-                .map(|v| 1.0 / (v as f64 + eps).sqrt())
+            let mean = hold(rm).iter().map(|&v| v as f64).collect();
+            let invstd = hold(rv)
+                .iter()
+                .map(|&v| 1.0 / (v as f64 + eps).sqrt())
                 .collect();
             (mean, invstd, None)
         }
@@ -182,75 +189,143 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
             ];
             let mf: Vec<Elem> = mean.iter().map(|&m| m as Elem).collect();
             let sf: Vec<Elem> = invstd.iter().map(|&s| s as Elem).collect();
-            // pass 1: g_z = g_y·f′(z), and the activation's parameter sums per chunk, added in
-            // chunk order afterwards (not in the order the threads finish: reproducible)
-            let chunk_sums: Vec<std::sync::Mutex<[f64; 2]>> = (0..total.div_ceil(C * ROWS))
-                .map(|_| std::sync::Mutex::new([0.0f64; 2]))
-                .collect();
-            let gz = par_output(total, C * ROWS, |off, gz| {
-                let mut z = vec![0.0; gz.len()];
-                pre(off, &mut z);
-                let p = f.backward(&z, &gy[off..off + gz.len()], gz, want);
-                if want[0] || want[1] {
-                    *chunk_sums[off / (C * ROWS)]
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = p;
-                }
-            });
-            let param_sums = chunk_sums.into_iter().fold([0.0f64; 2], |a, m| {
-                let p = m.into_inner().unwrap_or_else(|e| e.into_inner());
-                [a[0] + p[0], a[1] + p[1]]
-            });
-            // Σg_z and Σg_z·x̂ per channel
-            let sums = channel_sums::<2>(n, C, |rows, s| {
-                let (lo, hi) = (rows.start * C, rows.end * C);
-                for (gr, xr) in gz[lo..hi].chunks_exact(C).zip(xs[lo..hi].chunks_exact(C)) {
-                    for c in 0..C {
-                        s[c] += gr[c] as f64;
-                        s[C + c] += (gr[c] * (xr[c] - mf[c]) * sf[c]) as f64;
+            // Σg_z and Σg_z·x̂ per channel: for dx in training mode and for dγ, dβ
+            let need_sums = training || wants_params;
+            // The input's and the residual's gradients, taken out of `grads` so that one pass
+            // can write both. The same tensor as input and residual: its one gradient gets both
+            // contributions (`gr` is then `None`, `alias` true).
+            let mut gx = take_grad(grads, &x)?;
+            let (mut gr, alias) = match &res {
+                Some(r) => {
+                    let v = take_grad(grads, r)?;
+                    if v.len() == total {
+                        (Some(v), false)
+                    } else {
+                        (None, true)
                     }
                 }
-            });
-            let (sum_g, sum_gx) = sums.split_at(C);
-            if let Some(res) = &res {
-                let gr: &mut Vec<Elem> = grads.get_or_alloc_mut(res)?;
-                gr.par_chunks_mut(C * ROWS)
-                    .zip(gz.par_chunks(C * ROWS))
-                    .for_each(|(d, g)| d.iter_mut().zip(g).for_each(|(d, g)| *d += g));
-            }
-            {
-                let gx: &mut Vec<Elem> = grads.get_or_alloc_mut(&x)?;
-                if training {
-                    let k1: Vec<Elem> = (0..C)
-                        .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
-                        .collect();
-                    let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
-                    let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
-                    gx.par_chunks_mut(C * ROWS)
-                        .zip(gz.par_chunks(C * ROWS).zip(xs.par_chunks(C * ROWS)))
-                        .for_each(|(d, (g, x))| {
-                            for ((dr, gr), xr) in d
-                                .chunks_exact_mut(C)
-                                .zip(g.chunks_exact(C))
-                                .zip(x.chunks_exact(C))
-                            {
-                                for c in 0..C {
-                                    let xhat = (xr[c] - mf[c]) * sf[c];
-                                    dr[c] += k1[c] * (gr[c] - mg[c] - xhat * mgx[c]);
-                                }
-                            }
-                        });
-                } else {
-                    gx.par_chunks_mut(C * ROWS)
-                        .zip(gz.par_chunks(C * ROWS))
-                        .for_each(|(d, g)| {
-                            for (dr, gr) in d.chunks_exact_mut(C).zip(g.chunks_exact(C)) {
-                                for c in 0..C {
-                                    dr[c] += gr[c] * a[c];
-                                }
-                            }
-                        });
+                None => (None, false),
+            };
+            let chunk = C * ROWS;
+            let n_chunks = total.div_ceil(chunk);
+            // pass 1, per chunk of ROWS rows: g_z = g_y·f′(z), the activation's parameter sums,
+            // the chunk's channel sums (the blocks and order of `channel_sums`: bit-identical),
+            // and in evaluation mode the input and residual gradients themselves (g_z·a, g_z):
+            // g_z is then never stored whole. Sums are added in chunk order afterwards, never in
+            // the order the threads finish (reproducible).
+            type Partial = ([f64; 2], Vec<f64>);
+            // one chunk (elements `off..off + gz.len()`): g_z into the zeroed `gz`, its sums,
+            // and in evaluation mode the input and residual gradients
+            let work = |off: usize,
+                        gz: &mut [Elem],
+                        gx_out: Option<&mut [Elem]>,
+                        gr_out: Option<&mut [Elem]>|
+             -> Partial {
+                let len = gz.len();
+                let mut z = vec![0.0; len];
+                pre(off, &mut z);
+                let p = f.backward(&z, &gy[off..off + len], gz, want);
+                let mut s = Vec::new();
+                if need_sums {
+                    s = vec![0.0f64; 2 * C];
+                    let xr = &xs[off..off + len];
+                    for (gr, xr) in gz.chunks_exact(C).zip(xr.chunks_exact(C)) {
+                        for c in 0..C {
+                            s[c] += gr[c] as f64;
+                            s[C + c] += (gr[c] * (xr[c] - mf[c]) * sf[c]) as f64;
+                        }
+                    }
                 }
+                if let Some(d) = gr_out {
+                    d.iter_mut().zip(gz.iter()).for_each(|(d, g)| *d += g);
+                }
+                if let Some(d) = gx_out {
+                    if alias {
+                        d.iter_mut().zip(gz.iter()).for_each(|(d, g)| *d += g);
+                    }
+                    for (dr, gr) in d.chunks_exact_mut(C).zip(gz.chunks_exact(C)) {
+                        for c in 0..C {
+                            dr[c] += gr[c] * a[c];
+                        }
+                    }
+                }
+                (p, s)
+            };
+            let (gz_all, partials): (Vec<Elem>, Vec<Partial>) = if training {
+                // g_z kept whole for pass 2, each chunk zeroed and filled by one worker
+                let slots: Vec<std::sync::Mutex<Partial>> = (0..n_chunks)
+                    .map(|_| std::sync::Mutex::new(([0.0; 2], Vec::new())))
+                    .collect();
+                let gz = par_output(total, chunk, |off, gz| {
+                    let p = work(off, gz, None, None);
+                    *slots[off / chunk].lock().unwrap_or_else(|e| e.into_inner()) = p;
+                });
+                let partials = slots
+                    .into_iter()
+                    .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+                    .collect();
+                (gz, partials)
+            } else {
+                let mut gr_chunks: Vec<Option<&mut [Elem]>> = match gr.as_deref_mut() {
+                    Some(g) => g.chunks_mut(chunk).map(Some).collect(),
+                    None => (0..n_chunks).map(|_| None).collect(),
+                };
+                let partials = gx
+                    .par_chunks_mut(chunk)
+                    .enumerate()
+                    .zip(gr_chunks.par_iter_mut())
+                    .map(|((i, d), r)| {
+                        let mut gz = vec![0.0; d.len()];
+                        work(i * chunk, &mut gz, Some(d), r.as_deref_mut())
+                    })
+                    .collect();
+                (Vec::new(), partials)
+            };
+            let mut param_sums = [0.0f64; 2];
+            let mut sums = vec![0.0f64; 2 * C];
+            for (p, s) in &partials {
+                if want[0] || want[1] {
+                    param_sums = [param_sums[0] + p[0], param_sums[1] + p[1]];
+                }
+                sums.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+            }
+            let (sum_g, sum_gx) = sums.split_at(C);
+            // pass 2, training mode: dx from the sums, and the residual's gradient
+            if training {
+                let k1: Vec<Elem> = (0..C)
+                    .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
+                    .collect();
+                let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
+                let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
+                let mut gr_chunks: Vec<Option<&mut [Elem]>> = match gr.as_deref_mut() {
+                    Some(g) => g.chunks_mut(chunk).map(Some).collect(),
+                    None => (0..n_chunks).map(|_| None).collect(),
+                };
+                gx.par_chunks_mut(chunk)
+                    .zip(gz_all.par_chunks(chunk).zip(xs.par_chunks(chunk)))
+                    .zip(gr_chunks.par_iter_mut())
+                    .for_each(|((d, (g, x)), gr_out)| {
+                        if let Some(r) = gr_out.as_deref_mut() {
+                            r.iter_mut().zip(g).for_each(|(r, g)| *r += g);
+                        }
+                        if alias {
+                            d.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+                        }
+                        for ((dr, gr), xr) in d
+                            .chunks_exact_mut(C)
+                            .zip(g.chunks_exact(C))
+                            .zip(x.chunks_exact(C))
+                        {
+                            for c in 0..C {
+                                let xhat = (xr[c] - mf[c]) * sf[c];
+                                dr[c] += k1[c] * (gr[c] - mg[c] - xhat * mgx[c]);
+                            }
+                        }
+                    });
+            }
+            put_grad(grads, &x, gx)?;
+            if let (Some(r), Some(g)) = (&res, gr) {
+                put_grad(grads, r, g)?;
             }
             if wants_params {
                 let gw: &mut Vec<Elem> = grads.get_or_alloc_mut(&weight)?;

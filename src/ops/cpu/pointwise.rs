@@ -5,7 +5,7 @@ use dfdx::shapes::{Rank1, Shape};
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor};
 use rayon::prelude::*;
 
-use super::{put_grad, read, take_grad, wrap, CHUNK};
+use super::{hold, put_grad, take_grad, wrap, CHUNK};
 use crate::ops::{Elem, ScalarFn};
 
 pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
@@ -15,7 +15,7 @@ pub(super) fn forward<S: Shape, T: Tape<Elem, Cpu>, F: ScalarFn>(
 ) -> Result<Tensor<S, Elem, Cpu, T>, dfdx::tensor::CpuError> {
     let _t = crate::ops::profile::scope("act fwd");
     let (x, mut tape) = x.split_tape();
-    let xs = read(&x);
+    let xs = hold(&x);
     let mut ys = vec![0.0; xs.len()];
     ys.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK))

@@ -5,7 +5,7 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, CpuError, PutTape, SplitTape, Tape, Tensor};
 use rayon::prelude::*;
 
-use super::{put_grad, read, take_grad, wrap};
+use super::{hold, put_grad, take_grad, wrap};
 use crate::ops::{Elem, PoolGeometry};
 
 pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
@@ -16,7 +16,7 @@ pub(super) fn forward<Si: Shape, So: Shape, T: Tape<Elem, Cpu>>(
 ) -> Result<Tensor<So, Elem, Cpu, T>, CpuError> {
     let _t = crate::ops::profile::scope("pool fwd");
     let (x, mut tape) = x.split_tape();
-    let xs = read(&x);
+    let xs = hold(&x);
     let c = g.c;
     let out_row = g.wo * c;
     let mut ys = vec![0.0; g.batch * g.ho * out_row];
