@@ -79,6 +79,14 @@ fn channel_sums<const W: usize>(
         })
 }
 
+/// `buf` cut into `chunk`-sized pieces, or `n` times `None` without a buffer.
+fn chunks_or_none(buf: Option<&mut [Elem]>, chunk: usize, n: usize) -> Vec<Option<&mut [Elem]>> {
+    match buf {
+        Some(b) => b.chunks_mut(chunk).map(Some).collect(),
+        None => (0..n).map(|_| None).collect(),
+    }
+}
+
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>(
     x: Tensor<S, Elem, Cpu, T>,
@@ -266,10 +274,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                     .collect();
                 (gz, partials)
             } else {
-                let mut gr_chunks: Vec<Option<&mut [Elem]>> = match gr.as_deref_mut() {
-                    Some(g) => g.chunks_mut(chunk).map(Some).collect(),
-                    None => (0..n_chunks).map(|_| None).collect(),
-                };
+                let mut gr_chunks = chunks_or_none(gr.as_deref_mut(), chunk, n_chunks);
                 let partials = gx
                     .par_chunks_mut(chunk)
                     .enumerate()
@@ -290,17 +295,11 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                 sums.iter_mut().zip(s).for_each(|(a, b)| *a += b);
             }
             let (sum_g, sum_gx) = sums.split_at(C);
-            // pass 2, training mode: dx from the sums, and the residual's gradient
+            // pass 2, training mode: dx from the sums (`a` = γ·s), and the residual's gradient
             if training {
-                let k1: Vec<Elem> = (0..C)
-                    .map(|c| (gamma[c] as f64 * invstd[c]) as Elem)
-                    .collect();
                 let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
                 let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
-                let mut gr_chunks: Vec<Option<&mut [Elem]>> = match gr.as_deref_mut() {
-                    Some(g) => g.chunks_mut(chunk).map(Some).collect(),
-                    None => (0..n_chunks).map(|_| None).collect(),
-                };
+                let mut gr_chunks = chunks_or_none(gr.as_deref_mut(), chunk, n_chunks);
                 gx.par_chunks_mut(chunk)
                     .zip(gz_all.par_chunks(chunk).zip(xs.par_chunks(chunk)))
                     .zip(gr_chunks.par_iter_mut())
@@ -318,7 +317,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                         {
                             for c in 0..C {
                                 let xhat = (xr[c] - mf[c]) * sf[c];
-                                dr[c] += k1[c] * (gr[c] - mg[c] - xhat * mgx[c]);
+                                dr[c] += a[c] * (gr[c] - mg[c] - xhat * mgx[c]);
                             }
                         }
                     });
