@@ -6,12 +6,15 @@
 # even rounds with PyTorch, so a machine whose speed drifts (±15 % within an hour on the 2-core CI
 # machines) weighs on both sides alike. Per row it prints the median over rounds of the per-round
 # time ratio crate / PyTorch (and its min–max), each side's median time, and each side's peak
-# resident memory (the process's high-water mark: one row per process). Without PyTorch it says
-# so and prints the crate's numbers alone.
+# resident memory (the process's high-water mark: one row per process). A second ratio uses each
+# process's fastest repetition instead of its median ("best of reps": on a machine whose
+# neighbours slow some repetitions down, the fastest is the least disturbed). Without PyTorch it
+# says so and prints the crate's numbers alone.
 #
 #   scripts/bench_pair.sh [--rounds 3] [--rows train32,train128,pgd128,at128]
 #       [--acts relu,pssilu] [--threads 2] [--reps 3] [--at-reps 1] [--tsv FILE] [--quick]
 #   scripts/bench_pair.sh --install-torch     # a venv with the CPU PyTorch, ≈ 3 min
+#   scripts/bench_pair.sh --summarize FILE    # the table again from a --tsv FILE of earlier runs
 #
 # PyTorch: $TORCH_PYTHON, else the venv $ROBUST_PAF_TORCH_VENV (default
 # ~/.cache/robust-paf/torch-venv) made by --install-torch, else `python3` if it imports torch.
@@ -22,7 +25,7 @@ root="$(cd "$here/.." && pwd)"
 venv="${ROBUST_PAF_TORCH_VENV:-$HOME/.cache/robust-paf/torch-venv}"
 
 rounds=3 rows="train32,train128,pgd128,at128" acts="relu,pssilu" threads=2 reps=3 at_reps=1
-tsv="" install=0
+tsv="" install=0 summarize=""
 die() { echo "bench_pair: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,13 +38,53 @@ while [ $# -gt 0 ]; do
     --tsv) tsv="${2:?}"; shift 2 ;;
     --quick) rounds=2 rows="train8,pgd8,at8" reps=1; shift ;;
     --install-torch) install=1; shift ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --summarize) summarize="${2:?}"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 for n in "$rounds" "$threads" "$reps" "$at_reps"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "expected a positive number, got '$n'"
 done
+
+# summary TSV: the table of a results file (one line per process)
+summary() {
+  python3 - "$1" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+keys = []
+for r in rows:
+    k = (r["row"], r["act"])
+    if k not in keys:
+        keys.append(k)
+def med(v):
+    return statistics.median(v) if v else float("nan")
+print("| row | act | robust-paf ms | PyTorch ms | crate / PyTorch: median (min–max) "
+      "| best of reps: crate / PyTorch | peak RSS MiB crate / PyTorch |")
+print("|---|---|---|---|---|---|---|")
+for row, act in keys:
+    side = lambda s: {int(r["round"]): r for r in rows if (r["row"], r["act"], r["side"]) == (row, act, s)}
+    c, t = side("crate"), side("torch")
+    cm = med([float(r["median_ms"]) for r in c.values()])
+    crss = max(float(r["peak_rss_mb"]) for r in c.values())
+    if t:
+        tm = med([float(r["median_ms"]) for r in t.values()])
+        ratios = [float(c[k]["median_ms"]) / float(t[k]["median_ms"]) for k in c if k in t]
+        best = [float(c[k]["min_ms"]) / float(t[k]["min_ms"]) for k in c if k in t]
+        trss = max(float(r["peak_rss_mb"]) for r in t.values())
+        print(f"| {row} | {act} | {cm:.1f} | {tm:.1f} | **{med(ratios):.2f}** "
+              f"({min(ratios):.2f}–{max(ratios):.2f}) | {med(best):.2f} "
+              f"({min(best):.2f}–{max(best):.2f}) | {crss:.0f} / {trss:.0f} |")
+    else:
+        print(f"| {row} | {act} | {cm:.1f} | – | – | – | {crss:.0f} / – |")
+EOF
+}
+
+if [ -n "$summarize" ]; then
+  [ -r "$summarize" ] || die "cannot read $summarize"
+  summary "$summarize"
+  exit 0
+fi
 
 if [ "$install" = 1 ]; then
   python3 -m venv "$venv"
@@ -110,29 +153,4 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-python3 - "$results" <<'EOF'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-keys = []
-for r in rows:
-    k = (r["row"], r["act"])
-    if k not in keys:
-        keys.append(k)
-def med(v):
-    return statistics.median(v) if v else float("nan")
-print("| row | act | robust-paf ms | PyTorch ms | crate / PyTorch: median (min–max) | peak RSS MiB crate / PyTorch |")
-print("|---|---|---|---|---|---|")
-for row, act in keys:
-    side = lambda s: {int(r["round"]): r for r in rows if (r["row"], r["act"], r["side"]) == (row, act, s)}
-    c, t = side("crate"), side("torch")
-    cm = med([float(r["median_ms"]) for r in c.values()])
-    crss = max(float(r["peak_rss_mb"]) for r in c.values())
-    if t:
-        tm = med([float(r["median_ms"]) for r in t.values()])
-        ratios = [float(c[k]["median_ms"]) / float(t[k]["median_ms"]) for k in c if k in t]
-        trss = max(float(r["peak_rss_mb"]) for r in t.values())
-        print(f"| {row} | {act} | {cm:.1f} | {tm:.1f} | **{med(ratios):.2f}** "
-              f"({min(ratios):.2f}–{max(ratios):.2f}) | {crss:.0f} / {trss:.0f} |")
-    else:
-        print(f"| {row} | {act} | {cm:.1f} | – | – | {crss:.0f} / – |")
-EOF
+summary "$results"

@@ -303,3 +303,42 @@ impl<S: Shape, D: Device<Elem>, T: Tape<Elem, D>> Coef<S, D, T> {
         })
     }
 }
+
+/// [`super::Backend::sgd_step`] as dfdx's `axpy` once per line of its formula, for any device
+/// (the CUDA path; the CPU's fused kernel is tested against it bit for bit).
+pub fn sgd_update<D: super::Backend, S: Shape>(
+    p: &mut Tensor<S, Elem, D>,
+    grads: &mut dfdx::tensor::Gradients<Elem, D>,
+    buf: &mut Option<Tensor<(usize,), Elem, D>>,
+    s: super::SgdScalars,
+) -> Result<(), D::Err> {
+    grads.try_alloc_for(p)?;
+    let mut d = grads.get(p);
+    if s.grad_scale != 1.0 || s.weight_decay != 0.0 {
+        D::axpy(&mut d, s.grad_scale, p, s.weight_decay)?;
+    }
+    if s.momentum != 0.0 {
+        let n = p.shape().num_elements();
+        let flat = d.clone().try_reshape_like(&(n,))?;
+        let b = match buf {
+            Some(b) if b.shape().0 == n => {
+                D::axpy(b, s.momentum, &flat, 1.0)?;
+                b.clone()
+            }
+            _ => {
+                // a copy, not a view of the gradient: the buffer is updated in place later
+                let mut fresh = flat.device().try_zeros_like(&(n,))?;
+                D::axpy(&mut fresh, 0.0, &flat, 1.0)?;
+                *buf = Some(fresh.clone());
+                fresh
+            }
+        };
+        let b = b.try_reshape_like(p.shape())?;
+        if s.nesterov {
+            D::axpy(&mut d, 1.0, &b, s.momentum)?;
+        } else {
+            d = b;
+        }
+    }
+    D::axpy(p, 1.0, &d, -s.lr)
+}

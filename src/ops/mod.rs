@@ -276,6 +276,45 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
         b: &Tensor<S, Elem, Self>,
         beta: f64,
     ) -> Result<(), Self::Err>;
+
+    /// One step of PyTorch's SGD on the parameter `p`, in place (its identity, the key of its
+    /// gradient, kept), from its gradient in `grads` (zeros if absent) and its momentum buffer
+    /// `buf` (`None` before its first update or with momentum 0; created or replaced here when
+    /// momentum ≠ 0). Element-wise, in `f32` with the scalars rounded to `f32` as dfdx's `axpy`
+    /// rounds them:
+    ///
+    /// ```text
+    /// d = g·scale + p·wd           only when scale ≠ 1 or wd ≠ 0
+    /// buf = buf·μ + d              (the first step: buf = d)      only when μ ≠ 0
+    /// d = d + buf·μ (Nesterov)     d = buf (classical)            only when μ ≠ 0
+    /// p = p + d·(−lr)
+    /// ```
+    ///
+    /// The default is [`composed::sgd_update`], dfdx's `axpy` once per line (what CUDA runs); the
+    /// CPU does all four lines in one multi-threaded pass with the same roundings (bit-identical).
+    fn sgd_step<S: Shape>(
+        p: &mut Tensor<S, Elem, Self>,
+        grads: &mut dfdx::tensor::Gradients<Elem, Self>,
+        buf: &mut Option<Tensor<(usize,), Elem, Self>>,
+        s: SgdScalars,
+    ) -> Result<(), Self::Err> {
+        composed::sgd_update(p, grads, buf, s)
+    }
+}
+
+/// The scalars of one SGD update ([`Backend::sgd_step`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdScalars {
+    /// Multiplies the gradient (gradient clipping; 1 otherwise).
+    pub grad_scale: f64,
+    /// Weight decay (the `wd·p` added to the gradient).
+    pub weight_decay: f64,
+    /// Momentum μ (0: no buffer).
+    pub momentum: f64,
+    /// Nesterov momentum (PyTorch's `nesterov=True`) rather than classical.
+    pub nesterov: bool,
+    /// Learning rate.
+    pub lr: f64,
 }
 
 /// CUDA: every kernel composed of dfdx's public ops ([`composed`]); the fused batch norm +

@@ -8,6 +8,7 @@ mod conv3x3;
 mod norm;
 mod pointwise;
 mod pool;
+mod sgd;
 
 use dfdx::shapes::HasShape;
 use dfdx::shapes::Shape;
@@ -290,6 +291,15 @@ impl crate::ops::Backend for Cpu {
         beta: f64,
     ) -> Result<(), Self::Err> {
         a.try_axpy(alpha, b, beta)
+    }
+
+    fn sgd_step<S: Shape>(
+        p: &mut Tensor<S, Elem, Self>,
+        grads: &mut Gradients<Elem, Self>,
+        buf: &mut Option<Tensor<(usize,), Elem, Self>>,
+        s: crate::ops::SgdScalars,
+    ) -> Result<(), Self::Err> {
+        sgd::update(p, grads, buf, s)
     }
 }
 
