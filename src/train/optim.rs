@@ -200,16 +200,15 @@ impl<D: Backend> TensorVisitor<Elem, D> for Update<'_, D> {
         };
         let n = p.shape().num_elements();
         let m = self.settings.momentum;
-        // the buffer leaves the map for the update (created or replaced there) and comes back
+        // the buffer (a checkpoint's first) leaves the map for the update (created or replaced
+        // there) and comes back
         let mut buf = None;
         if m != 0.0 {
-            if let Some(v) = self.pending.remove(&name) {
-                if v.len() == n {
-                    let b = p.device().tensor_from_vec(v, (n,));
-                    self.buffers.insert(name.clone(), b);
-                }
-            }
-            buf = self.buffers.remove(&name);
+            let restored = self.pending.remove(&name).filter(|v| v.len() == n);
+            buf = match restored {
+                Some(v) => Some(p.device().tensor_from_vec(v, (n,))),
+                None => self.buffers.remove(&name),
+            };
         }
         let scalars = SgdScalars {
             grad_scale: scale,
