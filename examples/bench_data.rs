@@ -56,7 +56,7 @@ fn main() {
     let mut n = 0;
     for b in mixed.epoch(1).take(steps) {
         let b = b.unwrap();
-        let x = b.images(&dev);
+        let x = b.images(&dev).unwrap();
         let y = b.one_hot::<10, _>(&dev).unwrap();
         assert_eq!(x.shape().0, y.shape().0);
         n += x.shape().0;

@@ -13,7 +13,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use robust_paf::data::augment::{CropFlip, CROP_PADDING};
 use robust_paf::data::{
-    DataError, ImageSet, ImageSource, Loader, LoaderConfig, MixedConfig, MixedLoader, IMAGE_BYTES,
+    DataError, ImageSet, ImageShape, ImageSource, Loader, LoaderConfig, MixedConfig, MixedLoader,
+    IMAGE_BYTES,
 };
 
 /// A source of `n` images whose every byte encodes (image, pixel) and whose label is `i % 10`:
@@ -34,6 +35,9 @@ impl ImageSource for Generated {
     }
     fn classes(&self) -> usize {
         10
+    }
+    fn shape(&self) -> ImageShape {
+        ImageShape::CIFAR
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         let i = i + self.offset;
@@ -174,7 +178,7 @@ fn evaluation_loader_keeps_order_and_pixels() {
     assert_eq!(p, value(1, 2, 3, 1) as f32 / 255.0);
     // to tensors
     let dev = Cpu::default();
-    let x = batches[0].images(&dev);
+    let x = batches[0].images(&dev).unwrap();
     assert_eq!(x.shape().0, 2);
     let y = batches[0].one_hot::<10, _>(&dev).unwrap();
     assert_eq!(y.as_vec()[10 + 1], 1.0);
@@ -279,6 +283,9 @@ impl ImageSource for Failing {
     }
     fn classes(&self) -> usize {
         10
+    }
+    fn shape(&self) -> ImageShape {
+        ImageShape::CIFAR
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         if i == 7 {

@@ -18,6 +18,7 @@ mod composed;
 mod data_cifar;
 mod data_fashion;
 mod data_fuzz;
+mod data_imagenette;
 mod data_loader;
 mod data_synthetic;
 mod eval;

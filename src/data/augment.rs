@@ -1,10 +1,11 @@
 //! Training augmentation of docs/reproduction.md §3.1: `RandomCrop(32, padding=4)` (zero padding)
-//! followed by `RandomHorizontalFlip` (p = 0.5), on 32×32×3 HWC bytes, seeded. Synthetic images get
-//! none (§3.5); test images get none.
+//! followed by `RandomHorizontalFlip` (p = 0.5), on HWC bytes (32×32×3 for CIFAR; any
+//! [`ImageShape`] keeps its size), seeded. Synthetic images get none (§3.5); test images get none.
+//! ImageNette's augmentation (§3.7) is in [`super::transforms`].
 
 use rand::Rng;
 
-use super::{CHANNELS, IMAGE_SIZE};
+use super::{ImageShape, CHANNELS};
 
 /// Zero padding of the random crop.
 pub const CROP_PADDING: usize = 4;
@@ -42,20 +43,36 @@ impl CropFlip {
     /// Writes the augmented `src` into `dst` (both 32×32×3 HWC): `dst[y][x] = padded[y + dy][x′ + dx]`
     /// with `x′ = 31 − x` when flipped, where `padded` is `src` with 4 zero pixels on every side.
     pub fn apply(&self, src: &[u8], dst: &mut [u8]) {
-        let n = IMAGE_SIZE;
-        assert_eq!(src.len(), n * n * CHANNELS);
-        assert_eq!(dst.len(), n * n * CHANNELS);
-        for y in 0..n {
+        self.apply_shape(src, dst, ImageShape::new(32, 32, CHANNELS))
+    }
+
+    /// [`CropFlip::apply`] for images of any `shape` (the crop keeps the size: `H`×`W` out of the
+    /// padded `(H + 8)`×`(W + 8)`, `x′ = W − 1 − x` when flipped). Panics if a buffer is not
+    /// `shape.bytes()` long.
+    pub fn apply_shape(&self, src: &[u8], dst: &mut [u8], shape: ImageShape) {
+        assert_eq!(src.len(), shape.bytes());
+        assert_eq!(dst.len(), shape.bytes());
+        if shape == ImageShape::CIFAR {
+            // the same loop with constant sizes: the 32×32 path stays as fast as it was
+            self.crop_flip(src, dst, 32, 32, CHANNELS)
+        } else {
+            self.crop_flip(src, dst, shape.height, shape.width, shape.channels)
+        }
+    }
+
+    #[inline(always)]
+    fn crop_flip(&self, src: &[u8], dst: &mut [u8], h: usize, w: usize, c: usize) {
+        for y in 0..h {
             let sy = (y + self.dy) as isize - CROP_PADDING as isize;
-            for x in 0..n {
-                let xc = if self.flip { n - 1 - x } else { x };
+            for x in 0..w {
+                let xc = if self.flip { w - 1 - x } else { x };
                 let sx = (xc + self.dx) as isize - CROP_PADDING as isize;
-                let d = &mut dst[(y * n + x) * CHANNELS..(y * n + x + 1) * CHANNELS];
-                if sy < 0 || sx < 0 || sy >= n as isize || sx >= n as isize {
+                let d = &mut dst[(y * w + x) * c..(y * w + x + 1) * c];
+                if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
                     d.fill(0);
                 } else {
-                    let s = (sy as usize * n + sx as usize) * CHANNELS;
-                    d.copy_from_slice(&src[s..s + CHANNELS]);
+                    let s = (sy as usize * w + sx as usize) * c;
+                    d.copy_from_slice(&src[s..s + c]);
                 }
             }
         }

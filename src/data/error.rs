@@ -52,6 +52,10 @@ pub enum DataError {
     /// archive member, an image of the wrong size, ...
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// An image file that does not decode (a corrupt or truncated JPEG or PNG, an unsupported
+    /// format), or whose size the transform cannot take.
+    #[error("{path}: cannot decode the image: {reason}")]
+    Decode { path: PathBuf, reason: String },
     /// A download whose checksum is not the published one (the file is discarded).
     #[error("{url}: checksum mismatch: expected {expected}, got {actual} (download discarded)")]
     Checksum {

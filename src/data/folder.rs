@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{DataError, ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+use super::{DataError, ImageSet, ImageShape, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 
 /// A class-per-folder directory of PNG images.
 #[derive(Clone, Debug)]
@@ -149,6 +149,9 @@ impl ImageSource for ImageFolder {
     }
     fn classes(&self) -> usize {
         self.class_names.len()
+    }
+    fn shape(&self) -> ImageShape {
+        ImageShape::CIFAR
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         let (path, label) = self.files.get(i).ok_or_else(|| DataError::Invalid {

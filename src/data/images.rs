@@ -1,10 +1,15 @@
-//! [`ImageSet`]: labelled images held in memory as bytes, the common form every reader produces.
-//! Images are 32×32×3, channels last (HWC, as in the CIFAR `.npz` files and the crate's NHWC
-//! tensors), one byte per value; they become `[0, 1]` floats only when batched (no mean/std
-//! normalisation, docs/reproduction.md §3.1).
+//! [`ImageSet`]: labelled images held in memory as bytes, the common form every reader produces,
+//! and [`ImageSource`], random access to images that need not all be in memory. Images are
+//! channels last (HWC, as in the CIFAR `.npz` files and the crate's NHWC tensors), one byte per
+//! value, all of one [`ImageShape`]: 32×32×3 for CIFAR, Fashion-MNIST and the DDPM sets,
+//! 224×224×3 for ImageNette (docs/reproduction.md §3.7). They become `[0, 1]` floats only when
+//! batched (no mean/std normalisation, §3.1).
 
 use std::path::Path;
 
+use rand::rngs::StdRng;
+
+use super::augment::CropFlip;
 use super::DataError;
 
 /// Height and width of every image the CIFAR models take.
@@ -14,20 +19,73 @@ pub const CHANNELS: usize = 3;
 /// Bytes of one image: 32 · 32 · 3.
 pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
 
-/// Labelled 32×32×3 images in memory.
+/// The size of one image: height, width and channels, stored HWC, one byte per value.
+///
+/// ```
+/// use robust_paf::data::ImageShape;
+/// assert_eq!(ImageShape::CIFAR.bytes(), 32 * 32 * 3);
+/// assert_eq!(ImageShape::square(224).to_string(), "224×224×3");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ImageShape {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// Values per pixel (3: RGB).
+    pub channels: usize,
+}
+
+impl ImageShape {
+    /// 32×32×3: CIFAR-10/100, the padded Fashion-MNIST, the DDPM sets.
+    pub const CIFAR: ImageShape = ImageShape::new(IMAGE_SIZE, IMAGE_SIZE, CHANNELS);
+
+    /// `height`×`width`×`channels`.
+    pub const fn new(height: usize, width: usize, channels: usize) -> Self {
+        ImageShape {
+            height,
+            width,
+            channels,
+        }
+    }
+
+    /// A square RGB image, `side`×`side`×3 (ImageNette's 224).
+    pub const fn square(side: usize) -> Self {
+        ImageShape::new(side, side, CHANNELS)
+    }
+
+    /// Bytes of one image: height · width · channels.
+    pub const fn bytes(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+}
+
+impl Default for ImageShape {
+    fn default() -> Self {
+        ImageShape::CIFAR
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}×{}×{}", self.height, self.width, self.channels)
+    }
+}
+
+/// Labelled images of one [`ImageShape`] in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSet {
     /// What the set is ("CIFAR-10 train", "Fashion-MNIST test (padded to 32×32, 3 channels)").
     pub name: String,
     /// Number of classes; every label is below it.
     pub classes: usize,
+    shape: ImageShape,
     pixels: Vec<u8>,
     labels: Vec<u16>,
 }
 
 impl ImageSet {
-    /// Checks the sizes and labels: `pixels.len() == labels.len() · IMAGE_BYTES`, every label
-    /// `< classes`. `origin` names the source in errors.
+    /// 32×32×3 images ([`ImageShape::CIFAR`]); see [`ImageSet::with_shape`].
     pub fn new(
         name: impl Into<String>,
         classes: usize,
@@ -35,10 +93,30 @@ impl ImageSet {
         labels: Vec<u16>,
         origin: &Path,
     ) -> Result<Self, DataError> {
-        if pixels.len() % IMAGE_BYTES != 0 || pixels.len() / IMAGE_BYTES != labels.len() {
+        ImageSet::with_shape(name, classes, ImageShape::CIFAR, pixels, labels, origin)
+    }
+
+    /// Checks the sizes and labels: `pixels.len() == labels.len() · shape.bytes()`, every label
+    /// `< classes`, a shape with no zero side. `origin` names the source in errors.
+    pub fn with_shape(
+        name: impl Into<String>,
+        classes: usize,
+        shape: ImageShape,
+        pixels: Vec<u8>,
+        labels: Vec<u16>,
+        origin: &Path,
+    ) -> Result<Self, DataError> {
+        let bytes = shape.bytes();
+        if bytes == 0 {
+            return Err(DataError::Invalid {
+                what: "image shape".into(),
+                reason: format!("{shape} has a zero side"),
+            });
+        }
+        if pixels.len() % bytes != 0 || pixels.len() / bytes != labels.len() {
             return Err(DataError::CountMismatch {
                 path: origin.to_path_buf(),
-                images: pixels.len() / IMAGE_BYTES,
+                images: pixels.len() / bytes,
                 labels: labels.len(),
             });
         }
@@ -57,9 +135,15 @@ impl ImageSet {
         Ok(ImageSet {
             name: name.into(),
             classes,
+            shape,
             pixels,
             labels,
         })
+    }
+
+    /// The size of every image.
+    pub fn shape(&self) -> ImageShape {
+        self.shape
     }
 
     /// Number of images.
@@ -72,9 +156,10 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    /// Image `i` as `IMAGE_BYTES` bytes, HWC. Panics if `i >= len()`.
+    /// Image `i` as `shape().bytes()` bytes, HWC. Panics if `i >= len()`.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let b = self.shape.bytes();
+        &self.pixels[i * b..(i + 1) * b]
     }
 
     /// Label of image `i`. Panics if `i >= len()`.
@@ -87,7 +172,7 @@ impl ImageSet {
         &self.labels
     }
 
-    /// All pixels, `len() · IMAGE_BYTES` bytes.
+    /// All pixels, `len() · shape().bytes()` bytes.
     pub fn pixels(&self) -> &[u8] {
         &self.pixels
     }
@@ -100,13 +185,14 @@ impl ImageSet {
                 reason: format!("{bad} >= {} images", self.len()),
             });
         }
-        let mut pixels = Vec::with_capacity(indices.len() * IMAGE_BYTES);
+        let mut pixels = Vec::with_capacity(indices.len() * self.shape.bytes());
         for &i in indices {
             pixels.extend_from_slice(self.image(i));
         }
         Ok(ImageSet {
             name: name.into(),
             classes: self.classes,
+            shape: self.shape,
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
         })
@@ -122,8 +208,8 @@ impl ImageSet {
     }
 }
 
-/// Random access to labelled 32×32×3 images that may not all be in memory (a memory-mapped
-/// `.npz`, an image folder): what the loaders read from.
+/// Random access to labelled images of one [`ImageShape`] that may not all be in memory (a
+/// memory-mapped `.npz`, an image folder, ImageNette's JPEGs): what the loaders read from.
 pub trait ImageSource: Send + Sync {
     /// Number of images.
     fn len(&self) -> usize;
@@ -133,8 +219,27 @@ pub trait ImageSource: Send + Sync {
     }
     /// Number of classes.
     fn classes(&self) -> usize;
-    /// Copies image `i` (HWC bytes) into `out` (`IMAGE_BYTES` long) and returns its label.
+    /// The size of every image [`ImageSource::read`] writes.
+    fn shape(&self) -> ImageShape;
+    /// Copies image `i` (HWC bytes) into `out` (`shape().bytes()` long) and returns its label.
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError>;
+    /// Image `i` with the training augmentation drawn from `rng`, into `out`; `scratch` is a buffer
+    /// the implementation may use. The default is the CIFAR augmentation of docs/reproduction.md
+    /// §3.1 (random crop with 4 zero pixels of padding, then a horizontal flip with p = 0.5) on
+    /// [`ImageSource::read`]'s image; a source whose augmentation starts from the undecoded image
+    /// (ImageNette's `RandomResizedCrop`, §3.7) overrides it.
+    fn read_augmented(
+        &self,
+        i: usize,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+        rng: &mut StdRng,
+    ) -> Result<u16, DataError> {
+        scratch.resize(out.len(), 0);
+        let label = self.read(i, scratch)?;
+        CropFlip::sample(rng).apply_shape(scratch, out, self.shape());
+        Ok(label)
+    }
 }
 
 impl ImageSource for ImageSet {
@@ -143,6 +248,9 @@ impl ImageSource for ImageSet {
     }
     fn classes(&self) -> usize {
         self.classes
+    }
+    fn shape(&self) -> ImageShape {
+        self.shape
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         if i >= self.len() {

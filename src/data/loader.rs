@@ -19,21 +19,22 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use dfdx::shapes::Const;
+use dfdx::shapes::{Const, ConstDim};
 use dfdx::tensor::{Tensor, TensorFromVec};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::augment::CropFlip;
-use super::{DataError, ImageSource, IMAGE_BYTES};
+use super::{DataError, ImageShape, ImageSource};
 
 /// A batch in host memory: pixels as `[0, 1]` floats in NHWC order, labels, and which images are
 /// synthetic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostBatch {
-    /// `len() · 32 · 32 · 3` values in `[0, 1]` (byte / 255), NHWC.
+    /// `len() · shape.bytes()` values in `[0, 1]` (byte / 255), NHWC.
     pub pixels: Vec<f32>,
+    /// The size of every image (the source's).
+    pub shape: ImageShape,
     /// Class of each image.
     pub labels: Vec<u16>,
     /// Whether each image came from the synthetic source (always false for [`Loader`]).
@@ -42,7 +43,7 @@ pub struct HostBatch {
     pub indices: Vec<usize>,
 }
 
-/// The crate's image batch type: `(batch, 32, 32, 3)` floats on device `D`.
+/// The crate's CIFAR image batch type: `(batch, 32, 32, 3)` floats on device `D`.
 pub type ImageBatch<D> = Tensor<(usize, Const<32>, Const<32>, Const<3>), f32, D>;
 
 impl HostBatch {
@@ -54,9 +55,33 @@ impl HostBatch {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-    /// The images as a dfdx tensor on `dev` (one copy).
-    pub fn images<D: TensorFromVec<f32>>(&self, dev: &D) -> ImageBatch<D> {
-        dev.tensor_from_vec(self.pixels.clone(), (self.len(), Const, Const, Const))
+    /// The 32×32×3 images as a dfdx tensor on `dev` (one copy); `Invalid` for images of
+    /// another shape ([`HostBatch::images_as`] takes any).
+    pub fn images<D: TensorFromVec<f32>>(&self, dev: &D) -> Result<ImageBatch<D>, DataError> {
+        self.images_as(dev)
+    }
+
+    /// The images as a `(batch, H, W, C)` dfdx tensor on `dev` (one copy); `Invalid` when the
+    /// batch's [`ImageShape`] is not `H`×`W`×`C`.
+    #[allow(clippy::type_complexity)]
+    pub fn images_as<H: ConstDim, W: ConstDim, C: ConstDim, D: TensorFromVec<f32>>(
+        &self,
+        dev: &D,
+    ) -> Result<Tensor<(usize, H, W, C), f32, D>, DataError> {
+        let want = ImageShape::new(H::SIZE, W::SIZE, C::SIZE);
+        if self.shape != want || self.pixels.len() != self.len() * want.bytes() {
+            return Err(invalid(
+                "batch",
+                format!(
+                    "holds {} images, the tensor asked for is {want}",
+                    self.shape
+                ),
+            ));
+        }
+        Ok(dev.tensor_from_vec(
+            self.pixels.clone(),
+            (self.len(), H::default(), W::default(), C::default()),
+        ))
     }
     /// One-hot labels `(batch, NC)` on `dev` (what `cross_entropy_with_logits_loss` takes).
     /// Labels ≥ `NC` are an error.
@@ -180,10 +205,12 @@ fn assemble(
     rng_seed: u64,
 ) -> Result<HostBatch, DataError> {
     let mut rng = StdRng::seed_from_u64(rng_seed);
-    let mut raw = vec![0u8; IMAGE_BYTES];
-    let mut aug = vec![0u8; IMAGE_BYTES];
+    let shape = real.shape();
+    let mut raw = vec![0u8; shape.bytes()];
+    let mut scratch = Vec::new();
     let mut b = HostBatch {
-        pixels: Vec::with_capacity(slots.len() * IMAGE_BYTES),
+        shape,
+        pixels: Vec::with_capacity(slots.len() * shape.bytes()),
         labels: Vec::with_capacity(slots.len()),
         synthetic: Vec::with_capacity(slots.len()),
         indices: Vec::with_capacity(slots.len()),
@@ -193,14 +220,12 @@ fn assemble(
             (true, Some(syn)) => syn,
             _ => real,
         };
-        let label = src.read(s.index, &mut raw)?;
-        let bytes = if augment && !s.synthetic {
-            CropFlip::sample(&mut rng).apply(&raw, &mut aug);
-            &aug
+        let label = if augment && !s.synthetic {
+            src.read_augmented(s.index, &mut raw, &mut scratch, &mut rng)?
         } else {
-            &raw
+            src.read(s.index, &mut raw)?
         };
-        b.pixels.extend(bytes.iter().map(|&v| v as f32 / 255.0));
+        b.pixels.extend(raw.iter().map(|&v| v as f32 / 255.0));
         b.labels.push(label);
         b.synthetic.push(s.synthetic);
         b.indices.push(s.index);
@@ -421,6 +446,16 @@ impl MixedLoader {
         }
         if real.is_empty() || synthetic.is_empty() {
             return Err(invalid("mixed loader", "a source is empty"));
+        }
+        if real.shape() != synthetic.shape() {
+            return Err(invalid(
+                "mixed loader",
+                format!(
+                    "real images are {}, synthetic {}",
+                    real.shape(),
+                    synthetic.shape()
+                ),
+            ));
         }
         if real.classes() != synthetic.classes() {
             return Err(invalid(

@@ -1,9 +1,11 @@
 //! Datasets (docs/reproduction.md §3.1, §3.5, §3.7): CIFAR-10/100, Fashion-MNIST (the offline
-//! default, a committed subset), synthetic DDPM images (`.npz`, image folders), augmentation and
-//! batching. Stands apart from the model stack: training, evaluation and notebooks use it.
+//! default, a committed subset), synthetic DDPM images (`.npz`, image folders), ImageNette (JPEGs
+//! with torchvision's transforms), augmentation and batching. Stands apart from the model stack:
+//! training, evaluation and notebooks use it.
 //!
-//! Every reader produces [`ImageSet`] (or an [`ImageSource`]): 32×32×3 HWC bytes and labels;
-//! batches become `[0, 1]` float tensors in the crate's NHWC layout (no normalisation, §3.1).
+//! Every reader produces [`ImageSet`] (or an [`ImageSource`]): HWC bytes of one [`ImageShape`]
+//! (32×32×3, or 224×224×3 for ImageNette) and labels; batches become `[0, 1]` float tensors in
+//! the crate's NHWC layout (no normalisation, §3.1).
 
 pub mod augment;
 pub mod cifar;
@@ -11,9 +13,11 @@ pub mod download;
 pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
+pub mod imagenette;
 pub mod images;
 pub mod loader;
 pub mod npz;
+pub mod transforms;
 
 pub use cifar::{
     load_cifar, load_cifar10, load_cifar100, load_cifar100_coarse, Cifar, CifarVariant,
@@ -23,7 +27,11 @@ pub use download::{download_and_extract, download_cifar10, download_cifar100};
 pub use error::DataError;
 pub use fashion_mnist::FashionMnist;
 pub use folder::{decode_png, ImageFolder};
-pub use images::{ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+pub use imagenette::{
+    decode_image, ImageNette, ImageNetteConfig, ImageNetteSplit, OnCorrupt, Split,
+    IMAGENETTE_RESIZE, IMAGENETTE_SIZE,
+};
+pub use images::{ImageSet, ImageShape, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 pub use loader::{Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
 pub use npz::{
     load_npz, open_npz_source, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES,

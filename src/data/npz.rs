@@ -32,7 +32,7 @@ use memmap2::{Mmap, MmapOptions};
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-use super::{DataError, ImageSet, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+use super::{DataError, ImageSet, ImageShape, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 
 /// Number of classes of the CIFAR-10 synthetic sets (DDPM-6M / CIFAR-5m, TI-500K).
 pub const DEFAULT_CLASSES: usize = 10;
@@ -944,6 +944,9 @@ impl ImageSource for NpzImages {
     fn classes(&self) -> usize {
         self.classes
     }
+    fn shape(&self) -> ImageShape {
+        ImageShape::CIFAR
+    }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         if out.len() != IMAGE_BYTES {
             return Err(out_err(out.len()));
@@ -1130,7 +1133,8 @@ impl std::fmt::Debug for ConcatSource {
 }
 
 impl ConcatSource {
-    /// Chains `parts` in order; they must be at least one and agree on the number of classes.
+    /// Chains `parts` in order; they must be at least one and agree on the number of classes and
+    /// the image shape.
     pub fn new(parts: Vec<Box<dyn ImageSource>>) -> Result<Self, DataError> {
         let classes = parts
             .first()
@@ -1146,6 +1150,16 @@ impl ConcatSource {
                 return Err(DataError::Invalid {
                     what: "parts".into(),
                     reason: format!("part {k} has {} classes, part 0 has {classes}", p.classes()),
+                });
+            }
+            if p.shape() != parts[0].shape() {
+                return Err(DataError::Invalid {
+                    what: "parts".into(),
+                    reason: format!(
+                        "part {k} holds {} images, part 0 {}",
+                        p.shape(),
+                        parts[0].shape()
+                    ),
                 });
             }
             starts.push(total);
@@ -1196,6 +1210,9 @@ impl ImageSource for ConcatSource {
     }
     fn classes(&self) -> usize {
         self.classes
+    }
+    fn shape(&self) -> ImageShape {
+        self.parts[0].shape()
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         let (k, j) = self.locate(i).ok_or_else(|| index_err(i, self.len()))?;

@@ -199,12 +199,13 @@ pub fn evaluate<M: AttackModel<D>, D: Backend>(
             reason: "must be at least 1",
         });
     }
-    let f = M::Height::SIZE * M::Width::SIZE * M::Channels::SIZE;
-    if f != crate::data::IMAGE_BYTES {
+    let input = crate::data::ImageShape::new(M::Height::SIZE, M::Width::SIZE, M::Channels::SIZE);
+    let f = input.bytes();
+    if input != data.shape() {
         return Err(Error::InvalidParameter {
             name: "model input",
             value: f as f64,
-            reason: "the data sets hold 32×32×3 images",
+            reason: "is not the shape of the data set's images",
         });
     }
     if data.classes > M::Classes::SIZE {

@@ -171,14 +171,17 @@ fn first_images<M: Classifier<D>, D: Backend>(
     test: &ImageSet,
     n: Option<usize>,
 ) -> Result<(Vec<f32>, Vec<usize>), TrainError> {
-    let f = <M as AttackModel<D>>::Height::SIZE
-        * <M as AttackModel<D>>::Width::SIZE
-        * <M as AttackModel<D>>::Channels::SIZE;
-    if f != crate::data::IMAGE_BYTES || test.classes > <M as AttackModel<D>>::Classes::SIZE {
+    let input = crate::data::ImageShape::new(
+        <M as AttackModel<D>>::Height::SIZE,
+        <M as AttackModel<D>>::Width::SIZE,
+        <M as AttackModel<D>>::Channels::SIZE,
+    );
+    let f = input.bytes();
+    if input != test.shape() || test.classes > <M as AttackModel<D>>::Classes::SIZE {
         return Err(crate::Error::InvalidParameter {
             name: "model",
             value: f as f64,
-            reason: "does not take the data set's 32×32×3 images or classes",
+            reason: "does not take the data set's image shape or classes",
         }
         .into());
     }

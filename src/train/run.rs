@@ -429,15 +429,24 @@ pub fn train<M: Classifier<D>, D: Backend>(
     progress: &mut dyn Progress,
 ) -> Result<TrainedRun<M>, TrainError> {
     cfg.validate()?;
-    let f = <M::Height as ConstDim>::SIZE
-        * <M::Width as ConstDim>::SIZE
-        * <M::Channels as ConstDim>::SIZE;
-    if f != crate::data::IMAGE_BYTES {
-        return Err(TrainError::Config {
-            field: "model.arch".into(),
-            value: cfg.model.arch.to_string(),
-            reason: "the data sets hold 32×32×3 images".into(),
-        });
+    let input = crate::data::ImageShape::new(
+        <M::Height as ConstDim>::SIZE,
+        <M::Width as ConstDim>::SIZE,
+        <M::Channels as ConstDim>::SIZE,
+    );
+    let f = input.bytes();
+    let synthetic = data.synthetic.as_ref().map(|s| s.shape());
+    for held in [Some(data.train.shape()), Some(data.test.shape()), synthetic]
+        .into_iter()
+        .flatten()
+    {
+        if held != input {
+            return Err(TrainError::Config {
+                field: "model.arch".into(),
+                value: cfg.model.arch.to_string(),
+                reason: format!("the model takes {input} images, the data hold {held} images"),
+            });
+        }
     }
     if data.test.classes > <M::Classes as ConstDim>::SIZE {
         return Err(TrainError::Config {
