@@ -179,9 +179,24 @@ fn main() {
         .iter()
         .position(|a| a == "--reps")
         .and_then(|i| args.get(i + 1))
-        .map_or(10, |r| r.parse().expect("--reps N"));
+        .map(|r| r.parse::<usize>());
+    let reps = match reps {
+        None => 10,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("bench_gpu: --reps takes a positive number");
+            std::process::exit(2);
+        }
+    };
     let small = args.iter().any(|a| a == "--small");
-    let dev = Dev::seed_from_u64(0);
+    // a clear line, not a panic, on a machine whose driver or GPU is missing
+    let dev = match Dev::try_build(0, 0) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench_gpu: no usable CUDA device 0 ({e:?}); is the NVIDIA driver loaded?");
+            std::process::exit(1);
+        }
+    };
     let mut mem = Memory { peak: 0 };
     let batches: &[usize] = if small { &[8] } else { &[128, 512] };
     resnet::<Relu<Dev>>(&dev, "relu", batches, reps, &mut mem);
