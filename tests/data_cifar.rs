@@ -356,7 +356,7 @@ fn label_out_of_range() {
 
 /// What the test server answers.
 #[derive(Clone)]
-enum Reply {
+pub enum Reply {
     /// 200 with the whole body.
     Full(Vec<u8>),
     /// 200 announcing the whole body's Content-Length, then half the body and a closed connection.
@@ -366,12 +366,12 @@ enum Reply {
 }
 
 /// A one-file HTTP/1.1 server on 127.0.0.1 that counts the requests it answers.
-struct Server {
-    url: String,
+pub struct Server {
+    pub url: String,
     requests: Arc<AtomicUsize>,
 }
 
-fn serve(reply: Reply) -> Server {
+pub fn serve(reply: Reply) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -424,7 +424,7 @@ fn serve(reply: Reply) -> Server {
 }
 
 impl Server {
-    fn requests(&self) -> usize {
+    pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 }
@@ -450,7 +450,7 @@ fn c10_archive() -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-fn append_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) {
+pub fn append_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.set_size(bytes.len() as u64);
     h.set_mode(0o644);
@@ -458,7 +458,7 @@ fn append_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) {
     tar.append_data(&mut h, path, bytes).unwrap();
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
+pub fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

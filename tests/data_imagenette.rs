@@ -167,7 +167,7 @@ const WNIDS: [&str; 3] = ["n01440764", "n02102040", "n02979186"];
 
 /// Writes `ROOT/{train,val}/<wnid>/<k>.JPEG`: `per_class` images of 40×30 (train) and 30×50 (val)
 /// per class, each a flat colour in red that encodes the class (green the index, blue a ramp).
-fn make_folder(tag: &str, per_class: usize) -> PathBuf {
+pub fn make_folder(tag: &str, per_class: usize) -> PathBuf {
     let root = std::env::temp_dir().join(format!(
         "robust-paf-imagenette-{tag}-{}",
         std::process::id()
@@ -366,4 +366,59 @@ fn image_sets_of_any_shape_check_their_sizes() {
         Path::new("t")
     )
     .is_err());
+}
+
+/// `imagenette2.tgz` from a server on 127.0.0.1: the MD5 is checked, the folder moved into place
+/// and opened; a second call does not download again; a wrong MD5 leaves nothing behind.
+#[test]
+fn download_checks_the_md5_and_leaves_nothing_on_failure() {
+    use crate::data_cifar::{append_file, md5_hex, serve, Reply};
+    use robust_paf::data::download_imagenette_from;
+    let src = make_folder("archive", 1);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for split in ["train", "val"] {
+        for wnid in WNIDS {
+            let file = src.join(split).join(wnid).join("ILSVRC_000.JPEG");
+            let bytes = std::fs::read(&file).unwrap();
+            append_file(
+                &mut tar,
+                &format!("imagenette2/{split}/{wnid}/ILSVRC_000.JPEG"),
+                &bytes,
+            );
+        }
+    }
+    append_file(
+        &mut tar,
+        "imagenette2/noisy_imagenette.csv",
+        b"path,noisy_labels_0\n",
+    );
+    let archive = tar.into_inner().unwrap().finish().unwrap();
+    let server = serve(Reply::Full(archive.clone()));
+    let root =
+        std::env::temp_dir().join(format!("robust-paf-imagenette-dl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    let wrong = "0".repeat(32);
+    let err = download_imagenette_from(&server.url, &wrong, &root).unwrap_err();
+    assert!(matches!(err, DataError::Checksum { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+
+    let dir = download_imagenette_from(&server.url, &md5_hex(&archive), &root).unwrap();
+    assert_eq!(dir, root.join("imagenette2"));
+    let nette = ImageNette::open(&dir).unwrap();
+    assert_eq!(nette.class_names(), WNIDS);
+    let before = server.requests();
+    download_imagenette_from(&server.url, &md5_hex(&archive), &root).unwrap();
+    assert_eq!(
+        server.requests(),
+        before,
+        "already there: no second download"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
 }

@@ -400,7 +400,7 @@ fn invalid_configurations_name_the_problem() {
 /// Every preset parses, validates and survives a TOML round trip (what config.toml holds).
 #[test]
 fn presets_are_valid_and_round_trip() {
-    assert!(PRESETS.len() >= 11);
+    assert!(PRESETS.len() >= 12);
     for (name, _) in PRESETS {
         let cfg = TrainConfig::preset(name, &[]).unwrap();
         assert_eq!(&cfg.name, name);
@@ -411,7 +411,13 @@ fn presets_are_valid_and_round_trip() {
             assert_eq!(cfg.optim.lr, 0.1);
             assert_eq!(cfg.optim.weight_decay, 5e-4);
             assert!(cfg.optim.nesterov);
-            assert_eq!(cfg.data.batch_size, 256);
+            // the paper's batch: 256 real images, 128 for ImageNette (docs/reproduction.md §3.1)
+            let batch = if cfg.data.dataset.name() == "imagenette" {
+                128
+            } else {
+                256
+            };
+            assert_eq!(cfg.data.batch_size, batch, "{name}");
         }
     }
     let ddpm = TrainConfig::preset("cifar10-linf-wrn-28-10-ddpm", &[]).unwrap();
@@ -727,4 +733,98 @@ fn synthetic_images_are_mixed_into_every_batch() {
     }
     let _ = std::fs::remove_dir_all(&a_dir);
     let _ = std::fs::remove_dir_all(&b_dir);
+}
+
+/// A run that cannot fit in the machine's free memory stops before it writes anything, with the
+/// estimate in its error (`src/train/memory.rs`): a batch of ten million images of the small CNN
+/// needs about 6 TB.
+#[test]
+fn a_run_too_big_for_the_machine_stops_before_writing() {
+    let dir = tmp("too-big");
+    let cfg = config("quick-standard", "relu", &["data.batch_size=10000000"]);
+    let (model, dev) = tiny::<Relu<Dev>>(0);
+    let err = train(
+        &cfg,
+        model,
+        &dev,
+        &data(100),
+        &dir,
+        RunMode::Fresh,
+        &mut Silent,
+    )
+    .err()
+    .expect("a 6 TB run must not start");
+    match &err {
+        TrainError::Config { field, reason, .. } => {
+            assert_eq!(field, "data.batch_size");
+            assert!(reason.contains("free") && reason.contains("GiB"), "{err}");
+        }
+        e => panic!("expected a configuration error, got {e}"),
+    }
+    assert!(!dir.exists(), "nothing written");
+}
+
+/// The ImageNette preset end to end on a generated `imagenette2` folder (3 classes × 2 JPEGs per
+/// split): the ImageNet-stem ResNet-18 at 224 pixels trains one epoch and is evaluated, through
+/// the same `load_data` + `train_named` as `robust-paf train --preset imagenette-linf-resnet18`.
+/// A CIFAR model on that data is a configuration error naming both shapes.
+#[test]
+fn the_imagenette_preset_trains_the_imagenet_stem_resnet18_at_224_pixels() {
+    use robust_paf::train::{load_data, train_named};
+    let root = crate::data_imagenette::make_folder("train-run", 2);
+    let dir = tmp("imagenette");
+    let root_s = root.display().to_string().replace('\\', "/");
+    let set: Vec<String> = [
+        format!("data.dir=\"{root_s}\""),
+        "data.batch_size=3".into(),
+        "optim.epochs=1".into(),
+        "trainer.kind=\"standard\"".into(),
+        "eval.batch_size=3".into(),
+        "eval.pgd_steps=0".into(),
+        "model.activation=\"relu\"".into(),
+    ]
+    .into();
+    let cfg = TrainConfig::preset("imagenette-linf-resnet18", &set).unwrap();
+    let data = load_data(&cfg).unwrap();
+    assert_eq!(
+        data.train.shape(),
+        robust_paf::data::ImageShape::square(224)
+    );
+    assert_eq!((data.train.len(), data.test.len()), (6, 6));
+    // the validation images class by class in turn
+    assert_eq!(data.test.labels(), &[0, 1, 2, 0, 1, 2]);
+    let summary = train_named(
+        Cpu::seed_from_u64(0),
+        &cfg,
+        &data,
+        &dir,
+        RunMode::Fresh,
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(summary.status, "finished");
+    assert!(
+        summary.architecture.starts_with("ResNet-18-ImageNet"),
+        "{}",
+        summary.architecture
+    );
+    assert_eq!(read_metrics(&dir).unwrap().len(), 1);
+
+    let mut cifar = cfg.clone();
+    cifar.model.arch = robust_paf::train::config::Arch::ResNet18;
+    let err = train_named(
+        Cpu::seed_from_u64(0),
+        &cifar,
+        &data,
+        &tmp("imagenette-cifar"),
+        RunMode::Fresh,
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("32×32×3") && err.to_string().contains("224×224×3"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -263,3 +263,78 @@ impl ImageSource for ImageSet {
         Ok(self.labels[i])
     }
 }
+
+/// Some images of another source, in a given order: a training subset of a source that is not
+/// in memory (ImageNette's `data.train_subset`).
+pub struct Subset {
+    source: std::sync::Arc<dyn ImageSource>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    /// The images of `source` at `indices`, in that order (each `< source.len()`).
+    pub fn new(
+        source: std::sync::Arc<dyn ImageSource>,
+        indices: Vec<usize>,
+    ) -> Result<Self, DataError> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= source.len()) {
+            return Err(DataError::Invalid {
+                what: "index".into(),
+                reason: format!("{bad} >= {} images", source.len()),
+            });
+        }
+        Ok(Subset { source, indices })
+    }
+}
+
+impl ImageSource for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn classes(&self) -> usize {
+        self.source.classes()
+    }
+    fn shape(&self) -> ImageShape {
+        self.source.shape()
+    }
+    fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
+        let j = *self.indices.get(i).ok_or_else(|| DataError::Invalid {
+            what: "index".into(),
+            reason: format!("{i} >= {} images", self.indices.len()),
+        })?;
+        self.source.read(j, out)
+    }
+    fn read_augmented(
+        &self,
+        i: usize,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+        rng: &mut StdRng,
+    ) -> Result<u16, DataError> {
+        let j = *self.indices.get(i).ok_or_else(|| DataError::Invalid {
+            what: "index".into(),
+            reason: format!("{i} >= {} images", self.indices.len()),
+        })?;
+        self.source.read_augmented(j, out, scratch, rng)
+    }
+}
+
+/// The indices of `labels` taken class by class in turn (the first image of each class, then the
+/// second of each, ...; classes in label order, images in their order): every prefix holds the
+/// classes about evenly, unlike the class-sorted order of a folder of class folders.
+pub fn balanced_order(labels: &[u16]) -> Vec<usize> {
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut per_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        per_class[l as usize].push_back(i);
+    }
+    let mut out = Vec::with_capacity(labels.len());
+    while out.len() < labels.len() {
+        for q in per_class.iter_mut() {
+            if let Some(i) = q.pop_front() {
+                out.push(i);
+            }
+        }
+    }
+    out
+}

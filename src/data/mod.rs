@@ -28,10 +28,12 @@ pub use error::DataError;
 pub use fashion_mnist::FashionMnist;
 pub use folder::{decode_png, ImageFolder};
 pub use imagenette::{
-    decode_image, ImageNette, ImageNetteConfig, ImageNetteSplit, OnCorrupt, Split,
-    IMAGENETTE_RESIZE, IMAGENETTE_SIZE,
+    decode_image, download_imagenette, download_imagenette_from, ImageNette, ImageNetteConfig,
+    ImageNetteSplit, OnCorrupt, Split, IMAGENETTE_RESIZE, IMAGENETTE_SIZE,
 };
-pub use images::{ImageSet, ImageShape, ImageSource, CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+pub use images::{
+    balanced_order, ImageSet, ImageShape, ImageSource, Subset, CHANNELS, IMAGE_BYTES, IMAGE_SIZE,
+};
 pub use loader::{Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
 pub use npz::{
     load_npz, open_npz_source, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES,

@@ -194,6 +194,9 @@ pub type Image<B, const H: usize, const W: usize, const C: usize, D, T> = Tensor
 /// (batch, spatial sizes, kernel, stride, padding) arrives at run time, already checked at
 /// compile time by the typed wrappers ([`conv2d`], [`batch_norm2d_train`], ...).
 pub trait Backend: dfdx::tensor_ops::Device<Elem> {
+    /// Whether the device's tensors live in the host's memory (the CPU: `true`, the default);
+    /// the trainer checks its memory estimate against the host's free memory only then.
+    const HOST_MEMORY: bool = true;
     /// `y = conv(x, w) + b`, NHWC input and output, OHWI weight.
     #[allow(clippy::type_complexity)]
     fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
@@ -321,6 +324,7 @@ pub struct SgdScalars {
 /// activation is the trait's default, which composes these kernels (= [`composed::batch_norm_act`]).
 #[cfg(feature = "cuda")]
 impl Backend for dfdx::tensor::Cuda {
+    const HOST_MEMORY: bool = false;
     fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
         x: Tensor<Si, Elem, Self, T>,
         w: &Tensor<Rank4<CO, K, K, CI>, Elem, Self>,

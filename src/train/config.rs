@@ -64,6 +64,9 @@ pub enum Arch {
     /// CIFAR ResNet-18 (§2.1).
     #[serde(rename = "resnet18")]
     ResNet18,
+    /// ResNet-18 with the ImageNet stem, 224×224 inputs (§2.3), for ImageNette.
+    #[serde(rename = "resnet18-imagenet")]
+    ResNet18ImageNet,
     /// Pre-activation WideResNet-28-10 (§2.2), the headline model.
     #[serde(rename = "wrn-28-10", alias = "wrn_28_10")]
     Wrn28x10,
@@ -102,8 +105,9 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture the crate builds, in the order above.
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::ResNet18,
+        Arch::ResNet18ImageNet,
         Arch::Wrn28x10,
         Arch::Wrn34x10,
         Arch::Wrn16x4,
@@ -118,6 +122,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::ResNet18 => "resnet18",
+            Arch::ResNet18ImageNet => "resnet18-imagenet",
             Arch::Wrn28x10 => "wrn-28-10",
             Arch::Wrn34x10 => "wrn-34-10",
             Arch::Wrn16x4 => "wrn-16-4",
@@ -134,6 +139,7 @@ impl Arch {
     pub fn architecture_prefix(self) -> &'static str {
         match self {
             Arch::ResNet18 => "ResNet-18-",
+            Arch::ResNet18ImageNet => "ResNet-18-ImageNet-",
             Arch::Wrn28x10 => "WideResNet-28-10-",
             Arch::Wrn34x10 => "WideResNet-34-10-",
             Arch::Wrn16x4 => "WideResNet-16-4-",
@@ -189,6 +195,10 @@ pub enum Dataset {
     /// The full Fashion-MNIST (`data.dir`, `ROBUST_PAF_FASHION_MNIST` or the Debian package).
     #[serde(rename = "fashion-mnist")]
     FashionMnist,
+    /// ImageNette (docs/reproduction.md §3.7): fastai's `imagenette2` folder (`data.dir` holding
+    /// `train/` and `val/`, or `data.dir/imagenette2`), 224×224 crops, 10 classes.
+    #[serde(rename = "imagenette")]
+    Imagenette,
 }
 
 impl Dataset {
@@ -206,6 +216,7 @@ impl Dataset {
             Dataset::Cifar100 => "cifar100",
             Dataset::FashionMnistSubset => "fashion-mnist-subset",
             Dataset::FashionMnist => "fashion-mnist",
+            Dataset::Imagenette => "imagenette",
         }
     }
 }
@@ -246,10 +257,11 @@ fn yes() -> bool {
 pub struct DataConfig {
     pub dataset: Dataset,
     /// Directory of the dataset (CIFAR: the folder holding `cifar-10-batches-bin/`, or that
-    /// folder itself; default `data`).
+    /// folder itself; ImageNette: the folder holding `imagenette2/`, or that folder itself;
+    /// default `data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// Download CIFAR when it is missing (MD5-checked).
+    /// Download CIFAR or ImageNette when it is missing (MD5-checked).
     #[serde(default)]
     pub download: bool,
     /// Real images per batch (256).
@@ -825,6 +837,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "cifar10-standard-resnet18",
         include_str!("../../configs/presets/cifar10-standard-resnet18.toml"),
+    ),
+    (
+        "imagenette-linf-resnet18",
+        include_str!("../../configs/presets/imagenette-linf-resnet18.toml"),
     ),
     (
         "quick-pgd-at",

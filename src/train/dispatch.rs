@@ -16,8 +16,9 @@ use super::config::Arch;
 use super::TrainError;
 use crate::activations::AnyActivation;
 use crate::models::{
-    Classifier, ResNet18, SmallCnn, Vgg16Bn, WideResNet, WideResNet16x1, WideResNet16x2,
-    WideResNet16x4, WideResNet28x10, WideResNet28x4, WideResNet34x10, WideResNet40x2,
+    Classifier, ResNet18, ResNet18ImageNet, SmallCnn, Vgg16Bn, WideResNet, WideResNet16x1,
+    WideResNet16x2, WideResNet16x4, WideResNet28x10, WideResNet28x4, WideResNet34x10,
+    WideResNet40x2,
 };
 use crate::ops::{Backend, Elem};
 
@@ -32,6 +33,7 @@ type ResNet18x100<A, D> = ResNet18<A, D, Elem, 100>;
 type WideResNet28x10x100<A, D> = WideResNet<A, D, Elem, 4, 160, 320, 640, 100>;
 type Vgg16Bn10<A, D> = Vgg16Bn<A, D, Elem, 10>;
 type ResNet18x10<A, D> = ResNet18<A, D, Elem, 10>;
+type ResNet18ImageNet10<A, D> = ResNet18ImageNet<A, D, Elem, 10>;
 type SmallCnn10<A, D> = SmallCnn<A, D, Elem, 10>;
 
 /// Runs `job` with the model type of `arch` and `classes` on device `D`; an error for a
@@ -43,6 +45,7 @@ pub fn with_model<D: Backend, J: WithModel<D>>(
 ) -> Result<J::Output, TrainError> {
     Ok(match (arch, classes) {
         (Arch::ResNet18, 10) => job.run::<ResNet18x10<AnyActivation<D>, D>>(),
+        (Arch::ResNet18ImageNet, 10) => job.run::<ResNet18ImageNet10<AnyActivation<D>, D>>(),
         (Arch::Wrn28x10, 10) => job.run::<WideResNet28x10<AnyActivation<D>, D>>(),
         (Arch::Wrn34x10, 10) => job.run::<WideResNet34x10<AnyActivation<D>, D>>(),
         (Arch::Wrn16x4, 10) => job.run::<WideResNet16x4<AnyActivation<D>, D>>(),

@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dispatch;
+pub mod memory;
 pub mod optim;
 pub mod run;
 pub mod step;

@@ -455,6 +455,29 @@ pub fn train<M: Classifier<D>, D: Backend>(
             reason: "more classes than the model".into(),
         });
     }
+    // before anything is written: a run that cannot fit stops here, with the estimate
+    let batch = cfg.data.batch_size + cfg.data.synthetic.as_ref().map_or(0, |s| s.per_batch);
+    let params = dfdx::nn::NumParams::num_trainable_params(&model);
+    if let Some(est) = super::memory::estimate(cfg.model.arch, params, batch) {
+        progress.message(&format!("memory estimate: {}", est.describe(batch)));
+        let free = if D::HOST_MEMORY {
+            super::memory::available_memory()
+        } else {
+            None
+        };
+        if let Some(free) = free.filter(|&f| est.total > f) {
+            return Err(TrainError::Config {
+                field: "data.batch_size".into(),
+                value: batch.to_string(),
+                reason: format!(
+                    "the run needs about {} of memory, the machine has {} free; lower the batch \
+                     size (--set data.batch_size=N)",
+                    super::memory::gib(est.total),
+                    super::memory::gib(free)
+                ),
+            });
+        }
+    }
     prepare_model(cfg, &mut model)?;
     // before anything is written: a data/config mismatch leaves no half-made run directory
     let loader = TrainLoader::new(cfg, data)?;
