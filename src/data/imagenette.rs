@@ -10,8 +10,9 @@
 //!   sorted by name; hidden entries are skipped. The smaller releases (`imagenette2-320`,
 //!   `imagenette2-160`) have the same layout.
 //! - JPEGs are decoded with the `image` crate (its pure-Rust `zune-jpeg` decoder), grey and CMYK
-//!   images converted to RGB as PIL's `convert("RGB")` does, on the loader's background thread
-//!   ([`ImageSource::read`] decodes; nothing is held in memory but the file list). A different
+//!   images converted to RGB as PIL's `convert("RGB")` does, by the loader, the images of a batch
+//!   in parallel on rayon's threads ([`ImageSource::read`] decodes, [`ImageSource::costly_reads`]
+//!   says so; nothing is held in memory but the file list). A different
 //!   JPEG decoder than PIL's libjpeg-turbo: decoded values may differ by a level or two.
 //! - [`download_imagenette`] fetches fastai's archive and checks its MD5 (torchvision's).
 //! - A file that does not decode is a [`DataError::Decode`] naming it, or, with
@@ -435,6 +436,10 @@ impl ImageSource for ImageNetteSplit {
     }
     fn shape(&self) -> ImageShape {
         ImageShape::square(self.cfg.size)
+    }
+    /// Every read decodes a JPEG and resizes it: the loader reads a batch in parallel.
+    fn costly_reads(&self) -> bool {
+        true
     }
     /// The test transform (for either split).
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {

@@ -223,6 +223,13 @@ pub trait ImageSource: Send + Sync {
     fn shape(&self) -> ImageShape;
     /// Copies image `i` (HWC bytes) into `out` (`shape().bytes()` long) and returns its label.
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError>;
+    /// Whether a read is costly enough (a file to decode and resize: ImageNette's JPEGs) that
+    /// the loader should read a batch's images in parallel, on rayon's threads, rather than one
+    /// after the other on its background thread. The default is `false` (images in memory or
+    /// memory-mapped: a copy each).
+    fn costly_reads(&self) -> bool {
+        false
+    }
     /// Image `i` with the training augmentation drawn from `rng`, into `out`; `scratch` is a buffer
     /// the implementation may use. The default is the CIFAR augmentation of docs/reproduction.md
     /// §3.1 (random crop with 4 zero pixels of padding, then a horizontal flip with p = 0.5) on
@@ -296,6 +303,9 @@ impl ImageSource for Subset {
     }
     fn shape(&self) -> ImageShape {
         self.source.shape()
+    }
+    fn costly_reads(&self) -> bool {
+        self.source.costly_reads()
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
         let j = *self.indices.get(i).ok_or_else(|| DataError::Invalid {

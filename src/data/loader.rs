@@ -204,8 +204,11 @@ fn assemble(
     augment: bool,
     rng_seed: u64,
 ) -> Result<HostBatch, DataError> {
-    let mut rng = StdRng::seed_from_u64(rng_seed);
     let shape = real.shape();
+    if real.costly_reads() {
+        return assemble_parallel(real, synthetic, slots, augment, rng_seed);
+    }
+    let mut rng = StdRng::seed_from_u64(rng_seed);
     let mut raw = vec![0u8; shape.bytes()];
     let mut scratch = Vec::new();
     let mut b = HostBatch {
@@ -229,6 +232,51 @@ fn assemble(
         b.labels.push(label);
         b.synthetic.push(s.synthetic);
         b.indices.push(s.index);
+    }
+    Ok(b)
+}
+
+/// [`assemble`] for sources whose reads decode files ([`ImageSource::costly_reads`]): the images
+/// of the batch are read on rayon's threads, each augmented with its own generator seeded by
+/// `(rng_seed, position in the batch)`, so the batch depends on the seed alone, not on which
+/// thread read what.
+fn assemble_parallel(
+    real: &dyn ImageSource,
+    synthetic: Option<&dyn ImageSource>,
+    slots: &[Slot],
+    augment: bool,
+    rng_seed: u64,
+) -> Result<HostBatch, DataError> {
+    use rayon::prelude::*;
+    let shape = real.shape();
+    let read: Vec<(Vec<u8>, u16)> = slots
+        .par_iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let src: &dyn ImageSource = match (s.synthetic, synthetic) {
+                (true, Some(syn)) => syn,
+                _ => real,
+            };
+            let mut raw = vec![0u8; shape.bytes()];
+            let label = if augment && !s.synthetic {
+                let mut rng = StdRng::seed_from_u64(mix([rng_seed, 4, k as u64, 0]));
+                src.read_augmented(s.index, &mut raw, &mut Vec::new(), &mut rng)?
+            } else {
+                src.read(s.index, &mut raw)?
+            };
+            Ok((raw, label))
+        })
+        .collect::<Result<_, DataError>>()?;
+    let mut b = HostBatch {
+        shape,
+        pixels: Vec::with_capacity(slots.len() * shape.bytes()),
+        labels: Vec::with_capacity(slots.len()),
+        synthetic: slots.iter().map(|s| s.synthetic).collect(),
+        indices: slots.iter().map(|s| s.index).collect(),
+    };
+    for (raw, label) in read {
+        b.pixels.extend(raw.iter().map(|&v| v as f32 / 255.0));
+        b.labels.push(label);
     }
     Ok(b)
 }
