@@ -422,3 +422,38 @@ fn download_checks_the_md5_and_leaves_nothing_on_failure() {
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_dir_all(&src).unwrap();
 }
+
+/// The JPEG decoder (the `image` crate's zune-jpeg) against PIL's (libjpeg-turbo 6.2 in PIL 13),
+/// which the official code's `ImageFolder` uses: `tests/fixtures/pil-q90-64x48.jpg` (a gradient
+/// with noise, saved by PIL at quality 90, 4:2:0 chroma) and PIL's decoding of it,
+/// `pil-q90-64x48.rgb` (HWC bytes):
+///
+/// ```python
+/// rng = np.random.default_rng(7); y, x = np.mgrid[0:48, 0:64]
+/// img = np.stack([x * 4, y * 5, (x + y) * 2 + 40], -1) + rng.normal(0, 12, (48, 64, 3))
+/// Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save("pil-q90-64x48.jpg", quality=90)
+/// open("pil-q90-64x48.rgb", "wb").write(np.asarray(Image.open("pil-q90-64x48.jpg").convert("RGB")).tobytes())
+/// ```
+#[test]
+fn jpeg_decoding_is_within_a_few_levels_of_pils() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let ours = robust_paf::data::decode_image(&dir.join("pil-q90-64x48.jpg")).unwrap();
+    let pil = std::fs::read(dir.join("pil-q90-64x48.rgb")).unwrap();
+    assert_eq!((ours.height, ours.width, ours.channels), (48, 64, 3));
+    assert_eq!(ours.pixels.len(), pil.len());
+    let diffs: Vec<i32> = ours
+        .pixels
+        .iter()
+        .zip(&pil)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .collect();
+    let max = *diffs.iter().max().unwrap();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let exact = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
+    eprintln!(
+        "decoder vs PIL: max |diff| {max}, mean {mean:.3}, exact {:.1} %",
+        exact * 100.0
+    );
+    // measured (zune-jpeg 0.5 in image 0.25): max 4, mean 0.363, 74.4 % exact
+    assert!(max <= 6 && mean <= 0.6, "max {max}, mean {mean}");
+}

@@ -13,7 +13,9 @@
 //!   images converted to RGB as PIL's `convert("RGB")` does, by the loader, the images of a batch
 //!   in parallel on rayon's threads ([`ImageSource::read`] decodes, [`ImageSource::costly_reads`]
 //!   says so; nothing is held in memory but the file list). A different
-//!   JPEG decoder than PIL's libjpeg-turbo: decoded values may differ by a level or two.
+//!   JPEG decoder than PIL's libjpeg-turbo: on the test fixture the decoded values differ from
+//!   PIL's by at most 4 levels, 0.36 on average, 74 % of them equal
+//!   (`tests/data_imagenette.rs`).
 //! - [`download_imagenette`] fetches fastai's archive and checks its MD5 (torchvision's).
 //! - A file that does not decode is a [`DataError::Decode`] naming it, or, with
 //!   [`OnCorrupt::Skip`], is replaced by the next image that decodes (and listed in
