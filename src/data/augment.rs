@@ -44,24 +44,10 @@ impl CropFlip {
     /// with `x′ = 31 − x` when flipped, where `padded` is `src` with 4 zero pixels on every side.
     pub fn apply(&self, src: &[u8], dst: &mut [u8]) {
         // the sizes as constants (and the asserts on them) let the compiler drop the bounds
-        // checks: this loop is the CIFAR loader's hot path (`bench_data`)
-        let n = IMAGE_SIZE;
-        assert_eq!(src.len(), n * n * CHANNELS);
-        assert_eq!(dst.len(), n * n * CHANNELS);
-        for y in 0..n {
-            let sy = (y + self.dy) as isize - CROP_PADDING as isize;
-            for x in 0..n {
-                let xc = if self.flip { n - 1 - x } else { x };
-                let sx = (xc + self.dx) as isize - CROP_PADDING as isize;
-                let d = &mut dst[(y * n + x) * CHANNELS..(y * n + x + 1) * CHANNELS];
-                if sy < 0 || sx < 0 || sy >= n as isize || sx >= n as isize {
-                    d.fill(0);
-                } else {
-                    let s = (sy as usize * n + sx as usize) * CHANNELS;
-                    d.copy_from_slice(&src[s..s + CHANNELS]);
-                }
-            }
-        }
+        // checks of the inlined loop: the CIFAR loader's hot path (`bench_data`)
+        assert_eq!(src.len(), IMAGE_SIZE * IMAGE_SIZE * CHANNELS);
+        assert_eq!(dst.len(), IMAGE_SIZE * IMAGE_SIZE * CHANNELS);
+        self.crop_flip(src, dst, IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
     }
 
     /// [`CropFlip::apply`] for images of any `shape` (the crop keeps the size: `H`×`W` out of the
@@ -71,9 +57,13 @@ impl CropFlip {
         if shape == ImageShape::CIFAR {
             return self.apply(src, dst);
         }
-        let (h, w, c) = (shape.height, shape.width, shape.channels);
         assert_eq!(src.len(), shape.bytes());
         assert_eq!(dst.len(), shape.bytes());
+        self.crop_flip(src, dst, shape.height, shape.width, shape.channels)
+    }
+
+    #[inline(always)]
+    fn crop_flip(&self, src: &[u8], dst: &mut [u8], h: usize, w: usize, c: usize) {
         for y in 0..h {
             let sy = (y + self.dy) as isize - CROP_PADDING as isize;
             for x in 0..w {

@@ -27,7 +27,9 @@ pub struct ImageFolder {
     files: Vec<(PathBuf, u16)>,
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
+/// The entries of `dir` sorted by name, hidden ones (`.`…) skipped: `(name, path, is a
+/// directory, following links)`.
+pub(super) fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;

@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
+use super::folder::read_dir_sorted;
 use super::transforms::{random_resized_crop_flip, resize_center_crop, RawImage};
 use super::{DataError, ImageSet, ImageShape, ImageSource};
 
@@ -140,17 +141,13 @@ fn is_image(name: &str) -> bool {
     })
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') {
-            out.push((name, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
+/// The sub-folders of `dir`, sorted by name (hidden ones skipped): the classes.
+fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+    Ok(read_dir_sorted(dir)?
+        .into_iter()
+        .filter(|(_, _, is_dir)| *is_dir)
+        .map(|(name, _, _)| name)
+        .collect())
 }
 
 fn list_split(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u16)>, DataError> {
@@ -160,11 +157,7 @@ fn list_split(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u16)>, Dat
             hint: " (expected imagenette2/{train,val}/<wnid>/*.JPEG)".into(),
         });
     }
-    let found: Vec<String> = sorted_entries(dir)?
-        .into_iter()
-        .filter(|(_, p)| p.is_dir())
-        .map(|(n, _)| n)
-        .collect();
+    let found = class_folders(dir)?;
     if found != classes {
         return Err(DataError::format(
             dir,
@@ -178,8 +171,8 @@ fn list_split(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u16)>, Dat
     for (k, class) in classes.iter().enumerate() {
         let before = files.len();
         let class_dir = dir.join(class);
-        for (name, path) in sorted_entries(&class_dir)? {
-            if is_image(&name) && path.is_file() {
+        for (name, path, is_dir) in read_dir_sorted(&class_dir)? {
+            if !is_dir && is_image(&name) && path.is_file() {
                 files.push((path, k as u16));
             }
         }
@@ -214,11 +207,7 @@ impl ImageNette {
                 hint: " (expected imagenette2/{train,val}/<wnid>/*.JPEG)".into(),
             });
         }
-        let classes: Vec<String> = sorted_entries(&train_dir)?
-            .into_iter()
-            .filter(|(_, p)| p.is_dir())
-            .map(|(n, _)| n)
-            .collect();
+        let classes = class_folders(&train_dir)?;
         if classes.is_empty() || classes.len() > u16::MAX as usize + 1 {
             return Err(DataError::format(
                 &train_dir,

@@ -292,6 +292,17 @@ impl Subset {
         }
         Ok(Subset { source, indices })
     }
+
+    /// The source's index of image `i`.
+    fn index(&self, i: usize) -> Result<usize, DataError> {
+        self.indices
+            .get(i)
+            .copied()
+            .ok_or_else(|| DataError::Invalid {
+                what: "index".into(),
+                reason: format!("{i} >= {} images", self.indices.len()),
+            })
+    }
 }
 
 impl ImageSource for Subset {
@@ -308,10 +319,7 @@ impl ImageSource for Subset {
         self.source.costly_reads()
     }
     fn read(&self, i: usize, out: &mut [u8]) -> Result<u16, DataError> {
-        let j = *self.indices.get(i).ok_or_else(|| DataError::Invalid {
-            what: "index".into(),
-            reason: format!("{i} >= {} images", self.indices.len()),
-        })?;
+        let j = self.index(i)?;
         self.source.read(j, out)
     }
     fn read_augmented(
@@ -321,10 +329,7 @@ impl ImageSource for Subset {
         scratch: &mut Vec<u8>,
         rng: &mut StdRng,
     ) -> Result<u16, DataError> {
-        let j = *self.indices.get(i).ok_or_else(|| DataError::Invalid {
-            what: "index".into(),
-            reason: format!("{i} >= {} images", self.indices.len()),
-        })?;
+        let j = self.index(i)?;
         self.source.read_augmented(j, out, scratch, rng)
     }
 }

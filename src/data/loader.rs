@@ -196,6 +196,20 @@ struct Slot {
     index: usize,
 }
 
+impl Slot {
+    /// The source the image comes from.
+    fn source<'a>(
+        &self,
+        real: &'a dyn ImageSource,
+        synthetic: Option<&'a dyn ImageSource>,
+    ) -> &'a dyn ImageSource {
+        match (self.synthetic, synthetic) {
+            (true, Some(syn)) => syn,
+            _ => real,
+        }
+    }
+}
+
 /// Reads the images of `slots` (augmenting the real ones when `augment`) into a [`HostBatch`].
 fn assemble(
     real: &dyn ImageSource,
@@ -204,10 +218,10 @@ fn assemble(
     augment: bool,
     rng_seed: u64,
 ) -> Result<HostBatch, DataError> {
-    let shape = real.shape();
     if real.costly_reads() {
         return assemble_parallel(real, synthetic, slots, augment, rng_seed);
     }
+    let shape = real.shape();
     let mut rng = StdRng::seed_from_u64(rng_seed);
     let mut raw = vec![0u8; shape.bytes()];
     let mut scratch = Vec::new();
@@ -219,10 +233,7 @@ fn assemble(
         indices: Vec::with_capacity(slots.len()),
     };
     for s in slots {
-        let src: &dyn ImageSource = match (s.synthetic, synthetic) {
-            (true, Some(syn)) => syn,
-            _ => real,
-        };
+        let src = s.source(real, synthetic);
         let label = if augment && !s.synthetic {
             src.read_augmented(s.index, &mut raw, &mut scratch, &mut rng)?
         } else {
@@ -253,10 +264,7 @@ fn assemble_parallel(
         .par_iter()
         .enumerate()
         .map(|(k, s)| {
-            let src: &dyn ImageSource = match (s.synthetic, synthetic) {
-                (true, Some(syn)) => syn,
-                _ => real,
-            };
+            let src = s.source(real, synthetic);
             let mut raw = vec![0u8; shape.bytes()];
             let label = if augment && !s.synthetic {
                 let mut rng = StdRng::seed_from_u64(mix([rng_seed, 4, k as u64, 0]));
