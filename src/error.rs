@@ -37,6 +37,10 @@ pub enum Error {
     /// Writing a plot or a result file failed.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The ranks of a data-parallel run could not exchange what a step needs (a rank stopped or
+    /// was killed, the transport broke).
+    #[error("data-parallel run: {0}")]
+    Collective(String),
 }
 
 impl From<dfdx::tensor::CpuError> for Error {

@@ -455,3 +455,31 @@ fn import_and_export_pytorch_checkpoints() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Launched by `mpirun`/`srun` as one of several ranks (their environment), a build without the
+/// `mpi` feature refuses in one line instead of running K copies into one directory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_an_mpi_launch() {
+    let dir = tmp("no-mpi");
+    for (rank, size) in [
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["train", "--preset", "quick-standard", "--out"])
+            .arg(&dir)
+            .env(rank, "1")
+            .env(size, "2")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains("rank 1 of 2") && e.contains("--features mpi"),
+            "{e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(!dir.exists(), "nothing written");
+    }
+}

@@ -28,5 +28,6 @@ mod models;
 mod notebook_ablation;
 mod notebook_evaluation;
 mod ops;
+mod train_parallel;
 mod train_run;
 mod train_step;

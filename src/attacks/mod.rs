@@ -152,7 +152,12 @@ pub(crate) fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result
 }
 
 pub(crate) fn device_err<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Device(format!("{e:?}"))
+    // a synchronised batch norm that could not reach the other ranks fails with a device error
+    // (all a kernel can return); its own reason is kept aside
+    match crate::ops::sync::take_sync_failure() {
+        Some(m) => Error::Collective(m),
+        None => Error::Device(format!("{e:?}")),
+    }
 }
 
 /// Checks `eps ≥ 0`, `step ≥ 0` and finiteness (an error names the offending value).

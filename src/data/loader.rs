@@ -41,6 +41,11 @@ pub struct HostBatch {
     pub synthetic: Vec<bool>,
     /// Index of each image in its source.
     pub indices: Vec<usize>,
+    /// A data-parallel shard ([`Loader::with_shard`]): the position of this batch's first image
+    /// in the whole batch (0 without shards).
+    pub offset: usize,
+    /// The size of the whole batch the shard was cut from (`len()` without shards).
+    pub global_len: usize,
 }
 
 /// The crate's CIFAR image batch type: `(batch, 32, 32, 3)` floats on device `D`.
@@ -189,6 +194,14 @@ fn permutation(n: usize, shuffle: bool, seed: u64, stream: u64, epoch: usize) ->
     p
 }
 
+/// The images of rank `rank` of `size` in a batch of `n`: positions
+/// `⌊rank·n/size⌋..⌊(rank + 1)·n/size⌋` (contiguous, as PyTorch `DataParallel` scatters a batch;
+/// sizes differ by at most one, none empty when `n ≥ size`).
+pub fn shard_range(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    let size = size.max(1);
+    rank * n / size..(rank + 1) * n / size
+}
+
 /// One image of a batch to prepare: where it comes from and whether to augment it.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -211,16 +224,22 @@ impl Slot {
 }
 
 /// Reads the images of `slots` (augmenting the real ones when `augment`) into a [`HostBatch`].
+/// Only the images at `keep` are returned (a shard); those before are still drawn, so that each
+/// image is the one a whole batch would hold.
 fn assemble(
     real: &dyn ImageSource,
     synthetic: Option<&dyn ImageSource>,
     slots: &[Slot],
+    keep: std::ops::Range<usize>,
     augment: bool,
     rng_seed: u64,
 ) -> Result<HostBatch, DataError> {
     if real.costly_reads() {
-        return assemble_parallel(real, synthetic, slots, augment, rng_seed);
+        return assemble_parallel(real, synthetic, slots, keep, augment, rng_seed);
     }
+    let global_len = slots.len();
+    // the sequential generator: the images before the shard are drawn, those after are not needed
+    let slots = &slots[..keep.end.min(global_len)];
     let shape = real.shape();
     let mut rng = StdRng::seed_from_u64(rng_seed);
     let mut raw = vec![0u8; shape.bytes()];
@@ -231,6 +250,8 @@ fn assemble(
         labels: Vec::with_capacity(slots.len()),
         synthetic: Vec::with_capacity(slots.len()),
         indices: Vec::with_capacity(slots.len()),
+        offset: 0,
+        global_len,
     };
     for s in slots {
         let src = s.source(real, synthetic);
@@ -244,6 +265,15 @@ fn assemble(
         b.synthetic.push(s.synthetic);
         b.indices.push(s.index);
     }
+    if keep.start > 0 {
+        let f = shape.bytes();
+        let start = keep.start.min(b.labels.len());
+        b.pixels.drain(..start * f);
+        b.labels.drain(..start);
+        b.synthetic.drain(..start);
+        b.indices.drain(..start);
+        b.offset = start;
+    }
     Ok(b)
 }
 
@@ -255,15 +285,21 @@ fn assemble_parallel(
     real: &dyn ImageSource,
     synthetic: Option<&dyn ImageSource>,
     slots: &[Slot],
+    keep: std::ops::Range<usize>,
     augment: bool,
     rng_seed: u64,
 ) -> Result<HostBatch, DataError> {
     use rayon::prelude::*;
     let shape = real.shape();
+    let global_len = slots.len();
+    let keep = keep.start.min(global_len)..keep.end.min(global_len);
+    let offset = keep.start;
+    let slots = &slots[keep];
     let read: Vec<(Vec<u8>, u16)> = slots
         .par_iter()
         .enumerate()
-        .map(|(k, s)| {
+        .map(|(j, s)| {
+            let k = offset + j; // the position in the whole batch seeds the image
             let src = s.source(real, synthetic);
             let mut raw = vec![0u8; shape.bytes()];
             let label = if augment && !s.synthetic {
@@ -281,6 +317,8 @@ fn assemble_parallel(
         labels: Vec::with_capacity(slots.len()),
         synthetic: slots.iter().map(|s| s.synthetic).collect(),
         indices: slots.iter().map(|s| s.index).collect(),
+        offset,
+        global_len,
     };
     for (raw, label) in read {
         b.pixels.extend(raw.iter().map(|&v| v as f32 / 255.0));
@@ -305,6 +343,7 @@ impl Epoch {
         augment: bool,
         prefetch: usize,
         shuffle_within: Option<u64>,
+        shard: (usize, usize),
     ) -> Self {
         let remaining = plan.len();
         let (tx, rx) = sync_channel(prefetch);
@@ -313,7 +352,8 @@ impl Epoch {
                 if let Some(s) = shuffle_within {
                     slots.shuffle(&mut StdRng::seed_from_u64(mix([s, seed, 1, 1])));
                 }
-                let batch = assemble(&*real, synthetic.as_deref(), &slots, augment, seed);
+                let keep = shard_range(slots.len(), shard.0, shard.1);
+                let batch = assemble(&*real, synthetic.as_deref(), &slots, keep, augment, seed);
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // receiver dropped, or an error was delivered: stop
@@ -388,13 +428,25 @@ impl Drop for Epoch {
 pub struct Loader {
     source: Arc<dyn ImageSource>,
     cfg: LoaderConfig,
+    shard: (usize, usize),
 }
 
 impl Loader {
     /// A loader over `source`; errors on an invalid config.
     pub fn new(source: Arc<dyn ImageSource>, cfg: LoaderConfig) -> Result<Self, DataError> {
         cfg.validate()?;
-        Ok(Loader { source, cfg })
+        Ok(Loader {
+            source,
+            cfg,
+            shard: (0, 1),
+        })
+    }
+
+    /// Rank `rank` of `size`'s shard of every batch ([`shard_range`]): the images a whole batch
+    /// holds at those positions, identical (order, augmentation) to the unsharded loader's.
+    pub fn with_shard(mut self, rank: usize, size: usize) -> Self {
+        self.shard = (rank.min(size.max(1) - 1), size.max(1));
+        self
     }
 
     /// Batches per epoch.
@@ -404,6 +456,16 @@ impl Loader {
             n / b
         } else {
             n.div_ceil(b)
+        }
+    }
+
+    /// The size of the smallest batch of an epoch (the last one may be short).
+    pub fn smallest_batch(&self) -> usize {
+        let (n, b) = (self.source.len(), self.cfg.batch_size);
+        if self.cfg.drop_last || n % b == 0 {
+            b.min(n.max(1))
+        } else {
+            n % b
         }
     }
 
@@ -445,6 +507,7 @@ impl Loader {
             self.cfg.augment,
             self.cfg.prefetch,
             None,
+            self.shard,
         )
     }
 }
@@ -482,6 +545,7 @@ pub struct MixedLoader {
     real: Arc<dyn ImageSource>,
     synthetic: Arc<dyn ImageSource>,
     cfg: MixedConfig,
+    shard: (usize, usize),
 }
 
 impl MixedLoader {
@@ -527,7 +591,21 @@ impl MixedLoader {
             real,
             synthetic,
             cfg,
+            shard: (0, 1),
         })
+    }
+
+    /// Rank `rank` of `size`'s shard of every batch (see [`Loader::with_shard`]).
+    pub fn with_shard(mut self, rank: usize, size: usize) -> Self {
+        self.shard = (rank.min(size.max(1) - 1), size.max(1));
+        self
+    }
+
+    /// The size of the smallest batch of an epoch (the last one's real part may be short).
+    pub fn smallest_batch(&self) -> usize {
+        let (n, b) = (self.real.len(), self.cfg.real_per_batch);
+        let last = if n % b == 0 { b } else { n % b };
+        last + self.cfg.synthetic_per_batch
     }
 
     /// Steps per epoch: ⌈real images / real_per_batch⌉.
@@ -587,6 +665,7 @@ impl MixedLoader {
             self.cfg.augment,
             self.cfg.prefetch,
             Some(seed),
+            self.shard,
         )
     }
 }

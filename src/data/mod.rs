@@ -34,7 +34,9 @@ pub use imagenette::{
 pub use images::{
     balanced_order, ImageSet, ImageShape, ImageSource, Subset, CHANNELS, IMAGE_BYTES, IMAGE_SIZE,
 };
-pub use loader::{Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader};
+pub use loader::{
+    shard_range, Epoch, HostBatch, ImageBatch, Loader, LoaderConfig, MixedConfig, MixedLoader,
+};
 pub use npz::{
     load_npz, open_npz_source, ConcatSource, NpyHeader, NpzImages, NpzStream, DEFAULT_CLASSES,
 };

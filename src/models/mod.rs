@@ -47,8 +47,8 @@ pub mod tensors;
 pub mod vgg;
 
 pub use tensors::{
-    assign_tensors, named_gradients, named_shaped_tensors, named_tensors, state_tensors,
-    NamedTensor, ACTIVATION_PREFIX,
+    assign_tensors, named_buffers, named_gradients, named_shaped_tensors, named_tensors,
+    state_tensors, NamedTensor, ACTIVATION_PREFIX,
 };
 
 pub use small_cnn::SmallCnn;

@@ -17,6 +17,8 @@ pub type NamedTensor = (String, Vec<usize>, Vec<Elem>);
 
 struct Collect<'g, D: Device<Elem>> {
     grads: Option<&'g mut Gradients<Elem, D>>,
+    /// Only the tensors no optimizer updates (running statistics).
+    buffers_only: bool,
     out: Vec<NamedTensor>,
 }
 
@@ -32,6 +34,7 @@ impl<D: Device<Elem>> TensorVisitor<Elem, D> for Collect<'_, D> {
     ) -> Result<Option<Tensor<S, Elem, D>>, D::Err> {
         let shape: Vec<usize> = t.shape().concrete().into();
         match self.grads.as_deref_mut() {
+            None if self.buffers_only && opts.do_gradient_update => {}
             None => self.out.push((name, shape, t.as_vec())),
             Some(g) if opts.do_gradient_update => {
                 g.try_alloc_for(t)?;
@@ -47,8 +50,17 @@ fn walk<M: TensorCollection<Elem, D>, D: Device<Elem>>(
     m: &M,
     grads: Option<&mut Gradients<Elem, D>>,
 ) -> Result<Vec<NamedTensor>, D::Err> {
+    walk_with(m, grads, false)
+}
+
+fn walk_with<M: TensorCollection<Elem, D>, D: Device<Elem>>(
+    m: &M,
+    grads: Option<&mut Gradients<Elem, D>>,
+    buffers_only: bool,
+) -> Result<Vec<NamedTensor>, D::Err> {
     let mut c = Collect {
         grads,
+        buffers_only,
         out: Vec::new(),
     };
     M::iter_tensors(&mut RecursiveWalker {
@@ -63,6 +75,17 @@ pub fn named_tensors<M: TensorCollection<Elem, D>, D: Device<Elem>>(
     m: &M,
 ) -> Result<Vec<(String, Vec<Elem>)>, D::Err> {
     Ok(walk(m, None)?.into_iter().map(|(n, _, v)| (n, v)).collect())
+}
+
+/// `(name, values)` of the tensors of `m` no optimizer updates — the batch norms' running
+/// statistics — in visiting order.
+pub fn named_buffers<M: TensorCollection<Elem, D>, D: Device<Elem>>(
+    m: &M,
+) -> Result<Vec<(String, Vec<Elem>)>, D::Err> {
+    Ok(walk_with(m, None, true)?
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect())
 }
 
 /// `(name, shape, values)` of every tensor of `m`, in visiting order (what a checkpoint holds).

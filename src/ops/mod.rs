@@ -80,6 +80,7 @@ mod pointwise;
 pub mod profile;
 mod shapes;
 pub(crate) mod simd;
+pub mod sync;
 
 pub use geometry::{ConvGeometry, PoolGeometry};
 pub use pointwise::{backward_loop, pointwise, try_pointwise, ScalarFn};
@@ -197,6 +198,10 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
     /// Whether the device's tensors live in the host's memory (the CPU: `true`, the default);
     /// the trainer checks its memory estimate against the host's free memory only then.
     const HOST_MEMORY: bool = true;
+    /// Whether the training-mode batch norm kernels take part in a synchronised batch norm
+    /// ([`sync::with_synced_batch_norm`]); `false` (the default): a data-parallel run with
+    /// `trainer.sync_batch_norm` on this device stops with an error before it starts.
+    const SYNC_BATCH_NORM: bool = false;
     /// `y = conv(x, w) + b`, NHWC input and output, OHWI weight.
     #[allow(clippy::type_complexity)]
     fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
@@ -269,6 +274,14 @@ pub trait Backend: dfdx::tensor_ops::Device<Elem> {
     ) -> Result<Tensor<S, Elem, Self, T>, Self::Err>
     where
         T: Tape<Elem, Self>;
+
+    /// Overwrites the gradient of `t` in `grads` with `v` (host values, `t`'s length): the way
+    /// back of a gradient summed over the ranks of a data-parallel run.
+    fn write_gradient<S: Shape>(
+        grads: &mut dfdx::tensor::Gradients<Elem, Self>,
+        t: &Tensor<S, Elem, Self>,
+        v: &[Elem],
+    ) -> Result<(), Self::Err>;
 
     /// `a ← a·alpha + b·beta` element-wise, in place: `a` keeps its identity (the key of its
     /// gradient), as an optimizer update needs. dfdx's own `axpy` kernel, whose trait dfdx 0.13
@@ -381,5 +394,16 @@ impl Backend for dfdx::tensor::Cuda {
         beta: f64,
     ) -> Result<(), Self::Err> {
         a.try_axpy(alpha, b, beta)
+    }
+
+    fn write_gradient<S: Shape>(
+        grads: &mut dfdx::tensor::Gradients<Elem, Self>,
+        t: &Tensor<S, Elem, Self>,
+        v: &[Elem],
+    ) -> Result<(), Self::Err> {
+        let g = grads.get_or_alloc_mut(t)?;
+        let dev = g.device().clone();
+        dev.htod_sync_copy_into(v, &mut **g)
+            .map_err(dfdx::tensor::CudaError::Driver)
     }
 }

@@ -192,6 +192,18 @@ pub fn save_checkpoint<M: Classifier<D>, D: Backend>(
     opt: Option<&Sgd<D>>,
     meta: &CheckpointMeta,
 ) -> Result<(), TrainError> {
+    let file = checkpoint_bytes(path, model, opt, meta)?;
+    write_atomic(path, &file)
+}
+
+/// The bytes [`save_checkpoint`] writes (`path` only names it in errors): what rank 0 of a
+/// data-parallel run broadcasts to the others.
+pub fn checkpoint_bytes<M: Classifier<D>, D: Backend>(
+    path: &Path,
+    model: &M,
+    opt: Option<&Sgd<D>>,
+    meta: &CheckpointMeta,
+) -> Result<Vec<u8>, TrainError> {
     let mut tensors = model_tensors(model)?;
     if let Some(opt) = opt {
         for (name, v) in opt.buffers() {
@@ -231,11 +243,10 @@ pub fn save_checkpoint<M: Classifier<D>, D: Backend>(
         })?;
     let mut md = std::collections::HashMap::new();
     md.insert(METADATA_KEY.to_string(), json);
-    let file = safetensors::serialize(views, &Some(md)).map_err(|e| TrainError::Checkpoint {
+    safetensors::serialize(views, &Some(md)).map_err(|e| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason: format!("{e:?}"),
-    })?;
-    write_atomic(path, &file)
+    })
 }
 
 /// A checkpoint read and checked, not yet applied to a model.
@@ -257,13 +268,18 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> TrainError {
 /// Reads `path` and checks its format and checksum (not yet against a model).
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    parse_checkpoint(path, &bytes)
+}
+
+/// [`read_checkpoint`] of bytes already in memory (`path` names them in errors).
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<Checkpoint, TrainError> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         corrupt(
             path,
             format!("not a complete safetensors file (truncated or corrupted?): {e:?}"),
         )
     })?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| corrupt(path, format!("unreadable header: {e:?}")))?;
     let json = header
         .metadata()

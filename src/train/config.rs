@@ -368,6 +368,11 @@ pub struct TrainerConfig {
     /// Clip of β's gradient norm; default by trainer: 0.01 (standard, PGD-AT), 0.1 (TRADES).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta_grad_clip: Option<f64>,
+    /// Data-parallel runs (several ranks): batch norm with the statistics of the global batch
+    /// (PyTorch `SyncBatchNorm`) instead of each rank's shard (`DataParallel`, the paper's
+    /// 4-GPU runs; the default). No effect on one process.
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 fn default_norm() -> Norm {
@@ -405,6 +410,7 @@ impl TrainerConfig {
             official_l2: true,
             pssilu_reg: default_reg(),
             beta_grad_clip: None,
+            sync_batch_norm: false,
         }
     }
     /// The β-gradient clip in effect.

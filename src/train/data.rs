@@ -212,6 +212,22 @@ impl TrainLoader {
         })
     }
 
+    /// Rank `rank` of `size`'s shard of every batch (data-parallel training).
+    pub fn with_shard(self, rank: usize, size: usize) -> Self {
+        match self {
+            TrainLoader::Real(l) => TrainLoader::Real(l.with_shard(rank, size)),
+            TrainLoader::Mixed(l) => TrainLoader::Mixed(l.with_shard(rank, size)),
+        }
+    }
+
+    /// The size of the smallest (whole) batch of an epoch.
+    pub fn smallest_batch(&self) -> usize {
+        match self {
+            TrainLoader::Real(l) => l.smallest_batch(),
+            TrainLoader::Mixed(l) => l.smallest_batch(),
+        }
+    }
+
     /// Steps per epoch.
     pub fn steps_per_epoch(&self) -> usize {
         match self {

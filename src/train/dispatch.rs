@@ -80,6 +80,21 @@ pub fn train_named<D: Backend>(
     mode: super::RunMode,
     progress: &mut dyn crate::progress::Progress,
 ) -> Result<super::RunSummary, TrainError> {
+    let comm: std::rc::Rc<dyn super::Collective> = std::rc::Rc::new(super::Single);
+    train_named_parallel(dev, cfg, data, dir, mode, progress, comm)
+}
+
+/// [`train_named`] as one rank of `comm` ([`super::train_parallel`]; `robust-paf train` under
+/// `mpirun`).
+pub fn train_named_parallel<D: Backend>(
+    dev: D,
+    cfg: &super::TrainConfig,
+    data: &super::TrainData,
+    dir: &std::path::Path,
+    mode: super::RunMode,
+    progress: &mut dyn crate::progress::Progress,
+    comm: std::rc::Rc<dyn super::Collective>,
+) -> Result<super::RunSummary, TrainError> {
     struct Job<'a, D> {
         cfg: &'a super::TrainConfig,
         data: &'a super::TrainData,
@@ -87,13 +102,14 @@ pub fn train_named<D: Backend>(
         mode: super::RunMode,
         dev: D,
         progress: &'a mut dyn crate::progress::Progress,
+        comm: std::rc::Rc<dyn super::Collective>,
     }
     impl<D: Backend> WithModel<D> for Job<'_, D> {
         type Output = Result<super::RunSummary, TrainError>;
         fn run<M: Classifier<D> + BuildModule<D, Elem>>(self) -> Self::Output {
             let model =
                 M::try_build(&self.dev).map_err(|e| crate::Error::Device(format!("{e:?}")))?;
-            super::train(
+            super::train_parallel(
                 self.cfg,
                 model,
                 &self.dev,
@@ -101,6 +117,7 @@ pub fn train_named<D: Backend>(
                 self.dir,
                 self.mode,
                 self.progress,
+                self.comm,
             )
             .map(|r| r.summary)
         }
@@ -113,6 +130,7 @@ pub fn train_named<D: Backend>(
         mode,
         dev,
         progress,
+        comm,
     };
     with_model::<D, _>(arch, classes, job)?
 }

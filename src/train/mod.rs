@@ -14,6 +14,8 @@
 //! - [`sweep`]: grids of runs, shards for Slurm arrays, and the table of their results;
 //! - [`data`]: the datasets a configuration names;
 //! - [`dispatch`]: from the names of a configuration to the compile-time model type;
+//! - [`collective`], [`parallel`]: one run over several processes (MPI) or threads —
+//!   synchronous data-parallel SGD, per-rank or synchronised batch norm;
 //! - [`assess`]: evaluating saved checkpoints and runs (PGD, AutoAttack, the shape metrics),
 //!   with the model their checkpoint names (the one place `train` uses [`crate::eval`]).
 //!
@@ -21,11 +23,13 @@
 
 pub mod assess;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod dispatch;
 pub mod memory;
 pub mod optim;
+pub mod parallel;
 pub mod run;
 pub mod step;
 pub mod sweep;
@@ -39,15 +43,17 @@ pub use assess::{
 pub use checkpoint::{
     load_checkpoint, read_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta,
 };
+pub use collective::{Collective, CollectiveError, LocalGroup, Single};
 pub use config::{
     Arch, Dataset, EvalSettings, ModelConfig, OptimConfig, RunSettings, Selection, TrainConfig,
     TrainerConfig, TrainerKind, PRESETS,
 };
 pub use data::{load_data, TrainData};
-pub use dispatch::{train_named, with_model, WithModel};
+pub use dispatch::{train_named, train_named_parallel, with_model, WithModel};
 pub use optim::{cosine_lr, LrSchedule, Sgd, SgdSettings, StepRules};
-pub use run::{train, EpochRecord, RunMode, RunSummary, TrainedRun};
-pub use step::{train_step, Start, StepOutcome, StepSettings};
+pub use parallel::Parallel;
+pub use run::{train, train_parallel, EpochRecord, RunMode, RunSummary, TrainedRun};
+pub use step::{train_step, train_step_parallel, ShardOf, Start, StepOutcome, StepSettings};
 
 /// Everything that can go wrong in configuring, running or resuming training.
 #[derive(Debug, thiserror::Error)]

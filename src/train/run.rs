@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use dfdx::shapes::ConstDim;
@@ -35,16 +36,18 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{
     read_checkpoint, save_checkpoint, write_atomic, Best, CheckpointMeta, EpochSums, RunPosition,
 };
+use super::collective::{Collective, Single};
 use super::config::{Selection, TrainConfig, TrainerConfig, TrainerKind};
 use super::data::{TrainData, TrainLoader};
 use super::optim::{LrSchedule, Sgd, SgdSettings};
-use super::step::{draw_start, train_step, Start, StepSettings};
+use super::parallel::{broadcast_result, broadcast_state, comm_err, Parallel};
+use super::step::{draw_start, train_step_parallel, ShardOf, Start, StepSettings};
 use super::TrainError;
 use crate::activations::Activation;
 use crate::attacks::{classified_correctly, host_images, in_eval_mode, pgd_from, PgdConfig};
 use crate::models::Classifier;
 use crate::ops::Backend;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 
 /// `config.toml`, `metrics.jsonl`, ... of a run directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -327,7 +330,9 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
     data: &Eval,
     epoch: usize,
     progress: &mut dyn Progress,
+    par: &Parallel,
 ) -> Result<(f64, Option<f64>), TrainError> {
+    let (rank, ranks) = (par.comm.rank(), par.comm.size());
     let b = cfg.eval.batch_size;
     let f = data.pixels.len() / data.labels.len().max(1);
     let n = data.labels.len();
@@ -350,6 +355,11 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
     progress.start("evaluation", n.div_ceil(b) as u64);
     let (mut clean, mut robust) = (0usize, 0usize);
     for (c, y) in data.labels.chunks(b).enumerate() {
+        if c % ranks != rank {
+            // another rank's chunk (the same seeds: the result of one process)
+            progress.advance(1);
+            continue;
+        }
         let s = c * b;
         let x = &data.pixels[s * f..(s + y.len()) * f];
         let ok = in_eval_mode(model, |m| classified_correctly(m, dev, x, y))?;
@@ -368,8 +378,13 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
         progress.advance(1);
     }
     progress.finish();
+    let mut counts = [clean as f64, robust as f64];
+    par.comm
+        .all_reduce_f64(&mut counts)
+        .map_err(|e| TrainError::Model(comm_err(e)))?;
+    let (clean, robust) = (counts[0], counts[1]);
     let n = n.max(1) as f64;
-    Ok((clean as f64 / n, with_pgd.then(|| robust as f64 / n)))
+    Ok((clean / n, with_pgd.then(|| robust / n)))
 }
 
 fn pct(v: f64) -> String {
@@ -421,14 +436,49 @@ fn fmt_params(p: &BTreeMap<String, f64>) -> String {
 /// ```
 pub fn train<M: Classifier<D>, D: Backend>(
     cfg: &TrainConfig,
-    mut model: M,
+    model: M,
     dev: &D,
     data: &TrainData,
     dir: &Path,
     mode: RunMode,
     progress: &mut dyn Progress,
 ) -> Result<TrainedRun<M>, TrainError> {
+    train_parallel(cfg, model, dev, data, dir, mode, progress, Rc::new(Single))
+}
+
+/// [`train`] as one rank of `comm` (synchronous data-parallel SGD, [`super::parallel`]): every
+/// rank calls it with the same configuration and data; each trains on its shard of every global
+/// batch, rank 0 alone reads and writes the run directory (it sends the others its initial or
+/// resumed state) and reports progress. The run is that of one process on the same global
+/// batches, so it resumes with any number of ranks. Every rank returns the trained model and the
+/// summary; an error of rank 0's setup (a run directory that does not fit, ...) is every rank's.
+#[allow(clippy::too_many_arguments)]
+pub fn train_parallel<M: Classifier<D>, D: Backend>(
+    cfg: &TrainConfig,
+    mut model: M,
+    dev: &D,
+    data: &TrainData,
+    dir: &Path,
+    mode: RunMode,
+    progress: &mut dyn Progress,
+    comm: Rc<dyn Collective>,
+) -> Result<TrainedRun<M>, TrainError> {
+    let par = Parallel::new(comm, cfg.trainer.sync_batch_norm);
+    let (rank, ranks) = (par.comm.rank(), par.comm.size());
+    let is_root = rank == 0;
+    let mut silent = Silent;
+    let progress: &mut dyn Progress = if is_root { progress } else { &mut silent };
+    let cerr = |e: super::CollectiveError| TrainError::Model(comm_err(e));
     cfg.validate()?;
+    if par.is_parallel() && cfg.trainer.sync_batch_norm && !D::SYNC_BATCH_NORM {
+        return Err(TrainError::Config {
+            field: "trainer.sync_batch_norm".into(),
+            value: "true".into(),
+            reason: "synchronised batch norm runs on the CPU only for now (the CUDA kernels \
+                     are composed of dfdx ops); use per-rank batch norm (false)"
+                .into(),
+        });
+    }
     let input = crate::data::ImageShape::new(
         <M::Height as ConstDim>::SIZE,
         <M::Width as ConstDim>::SIZE,
@@ -456,7 +506,8 @@ pub fn train<M: Classifier<D>, D: Backend>(
         });
     }
     // before anything is written: a run that cannot fit stops here, with the estimate
-    let batch = cfg.data.batch_size + cfg.data.synthetic.as_ref().map_or(0, |s| s.per_batch);
+    let batch = (cfg.data.batch_size + cfg.data.synthetic.as_ref().map_or(0, |s| s.per_batch))
+        .div_ceil(ranks);
     let params = dfdx::nn::NumParams::num_trainable_params(&model);
     if let Some(est) = super::memory::estimate(cfg.model.arch, params, batch) {
         progress.message(&format!("memory estimate: {}", est.describe(batch)));
@@ -480,7 +531,17 @@ pub fn train<M: Classifier<D>, D: Backend>(
     }
     prepare_model(cfg, &mut model)?;
     // before anything is written: a data/config mismatch leaves no half-made run directory
-    let loader = TrainLoader::new(cfg, data)?;
+    let loader = TrainLoader::new(cfg, data)?.with_shard(rank, ranks);
+    if loader.smallest_batch() < ranks {
+        return Err(TrainError::Config {
+            field: "data.batch_size".into(),
+            value: cfg.data.batch_size.to_string(),
+            reason: format!(
+                "an epoch's smallest batch has {} images, fewer than the {ranks} ranks",
+                loader.smallest_batch()
+            ),
+        });
+    }
     let config_path = dir.join(CONFIG_FILE);
     let metrics_path = dir.join(METRICS_FILE);
     let last_path = dir.join(LAST_FILE);
@@ -489,49 +550,6 @@ pub fn train<M: Classifier<D>, D: Backend>(
         path: dir.to_path_buf(),
         reason,
     };
-    let exists = last_path.exists() || config_path.exists();
-    let resume = match mode {
-        RunMode::Fresh if exists => {
-            return Err(run_dir_err(
-                "already holds a run (resume it with --resume, or choose another --out)".into(),
-            ))
-        }
-        RunMode::Fresh => false,
-        RunMode::Resume if !exists => {
-            return Err(run_dir_err(
-                "holds no run to resume (no config.toml)".into(),
-            ))
-        }
-        RunMode::Resume | RunMode::Auto => exists,
-    };
-    if resume {
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-        let on_disk = TrainConfig::from_toml(&text, &config_path.display().to_string())?;
-        if &on_disk != cfg {
-            return Err(run_dir_err(
-                "its config.toml differs from the configuration given; resume it with its own \
-                 configuration (robust-paf train --resume DIR)"
-                    .into(),
-            ));
-        }
-        if let Some(s) = read_summary(dir)? {
-            // finished: the model after the last step, as for a run that just ended
-            if last_path.exists() {
-                read_checkpoint(&last_path)?.apply(&mut model, None)?;
-            }
-            return Ok(TrainedRun {
-                model,
-                summary: s,
-                dir: dir.to_path_buf(),
-            });
-        }
-    } else {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        write_atomic(&config_path, cfg.to_toml().as_bytes())?;
-        write_atomic(&metrics_path, b"")?;
-    }
-
     let steps = loader.steps_per_epoch();
     let o = &cfg.optim;
     let warmup = o.warmup_epochs;
@@ -564,32 +582,119 @@ pub fn train<M: Classifier<D>, D: Backend>(
         best: None,
         seconds: 0.0,
     };
-    if resume && last_path.exists() {
-        let ckpt = read_checkpoint(&last_path)?;
-        if ckpt.meta.config.as_ref() != Some(cfg) {
-            return Err(run_dir_err(format!(
-                "{LAST_FILE} was written by another configuration"
-            )));
+    // rank 0: the run directory (new, or resumed from its checkpoint); `Some(summary)` for a
+    // run that already finished
+    let mut root_setup = || -> Result<Option<RunSummary>, TrainError> {
+        let exists = last_path.exists() || config_path.exists();
+        let resume = match mode {
+            RunMode::Fresh if exists => {
+                return Err(run_dir_err(
+                    "already holds a run (resume it with --resume, or choose another --out)".into(),
+                ))
+            }
+            RunMode::Fresh => false,
+            RunMode::Resume if !exists => {
+                return Err(run_dir_err(
+                    "holds no run to resume (no config.toml)".into(),
+                ))
+            }
+            RunMode::Resume | RunMode::Auto => exists,
+        };
+        if resume {
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| TrainError::io(&config_path, e))?;
+            let on_disk = TrainConfig::from_toml(&text, &config_path.display().to_string())?;
+            if &on_disk != cfg {
+                return Err(run_dir_err(
+                    "its config.toml differs from the configuration given; resume it with its own \
+                     configuration (robust-paf train --resume DIR)"
+                        .into(),
+                ));
+            }
+            if let Some(s) = read_summary(dir)? {
+                // finished: the model after the last step, as for a run that just ended
+                if last_path.exists() {
+                    read_checkpoint(&last_path)?.apply(&mut model, None)?;
+                }
+                return Ok(Some(s));
+            }
+        } else {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+            write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+            write_atomic(&metrics_path, b"")?;
         }
-        ckpt.apply(&mut model, Some(&mut opt))?;
-        pos = ckpt.meta.position.clone().ok_or_else(|| {
-            run_dir_err(format!(
-                "{LAST_FILE} holds no run position (not a training checkpoint)"
-            ))
-        })?;
-        truncate_metrics(&metrics_path, pos.epochs_done, pos.global_step)?;
-        progress.message(&format!(
-            "resuming {} at epoch {}, step {} (global step {})",
-            cfg.name,
-            pos.epochs_done + 1,
-            pos.step_in_epoch,
-            pos.global_step
-        ));
-    } else if resume {
-        // started, but killed before its first checkpoint: start again
-        write_atomic(&metrics_path, b"")?;
+        if resume && last_path.exists() {
+            let ckpt = read_checkpoint(&last_path)?;
+            if ckpt.meta.config.as_ref() != Some(cfg) {
+                return Err(run_dir_err(format!(
+                    "{LAST_FILE} was written by another configuration"
+                )));
+            }
+            ckpt.apply(&mut model, Some(&mut opt))?;
+            pos = ckpt.meta.position.clone().ok_or_else(|| {
+                run_dir_err(format!(
+                    "{LAST_FILE} holds no run position (not a training checkpoint)"
+                ))
+            })?;
+            truncate_metrics(&metrics_path, pos.epochs_done, pos.global_step)?;
+            progress.message(&format!(
+                "resuming {} at epoch {}, step {} (global step {})",
+                cfg.name,
+                pos.epochs_done + 1,
+                pos.step_in_epoch,
+                pos.global_step
+            ));
+        } else if resume {
+            // started, but killed before its first checkpoint: start again
+            write_atomic(&metrics_path, b"")?;
+        }
+        Ok(None)
+    };
+    let mut root_error = None;
+    let mine = if is_root {
+        Some(match root_setup() {
+            Ok(finished) => Ok(serde_json::to_vec(&finished).expect("serialisable")),
+            Err(e) => {
+                let m = e.to_string();
+                root_error = Some(e);
+                Err(m)
+            }
+        })
+    } else {
+        None
+    };
+    let shared = broadcast_result(&*par.comm, mine).map_err(TrainError::Model)?;
+    if let Some(e) = root_error {
+        return Err(e);
     }
-
+    let finished: Option<RunSummary> = match shared {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| TrainError::Parse {
+            origin: "rank 0's run state".into(),
+            message: e.to_string(),
+        })?,
+        Err(m) => {
+            return Err(TrainError::Model(crate::Error::Collective(format!(
+                "rank 0 stopped: {m}"
+            ))))
+        }
+    };
+    // every rank: rank 0's model, momentum buffers and run position
+    let state = CheckpointMeta {
+        seed: Some(cfg.seed),
+        position: Some(pos.clone()),
+        config: Some(cfg.clone()),
+        ..CheckpointMeta::describe(&model)
+    };
+    if let Some(p) = broadcast_state(&*par.comm, &mut model, &mut opt, &state)? {
+        pos = p;
+    }
+    if let Some(summary) = finished {
+        return Ok(TrainedRun {
+            model,
+            summary,
+            dir: dir.to_path_buf(),
+        });
+    }
     let n_eval = cfg
         .eval
         .n_examples
@@ -630,6 +735,18 @@ pub fn train<M: Classifier<D>, D: Backend>(
             String::new()
         }
     ));
+    if par.is_parallel() {
+        progress.message(&format!(
+            "data-parallel: {ranks} ranks over {}, {} batch norm, rank 0 writes {}",
+            par.comm.describe(),
+            if cfg.trainer.sync_batch_norm {
+                "synchronised"
+            } else {
+                "per-rank"
+            },
+            dir.display()
+        ));
+    }
 
     for epoch in pos.epochs_done..total_epochs {
         progress.outer(epoch as u64, total_epochs as u64);
@@ -650,7 +767,7 @@ pub fn train<M: Classifier<D>, D: Backend>(
             let x = host_images::<M, D>(dev, batch.pixels, batch.labels.len());
             let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
             let step_started = Instant::now();
-            let out = train_step(
+            let out = train_step_parallel(
                 &cfg.trainer,
                 &settings,
                 &mut model,
@@ -658,6 +775,11 @@ pub fn train<M: Classifier<D>, D: Backend>(
                 &x,
                 &labels,
                 Start::Seeded(step_seed(cfg.seed, t)),
+                &par,
+                ShardOf {
+                    offset: batch.offset,
+                    global_len: batch.global_len,
+                },
             )
             .map_err(|e| match e {
                 crate::Error::NonFinite { what } => TrainError::NonFiniteLoss {
@@ -692,7 +814,7 @@ pub fn train<M: Classifier<D>, D: Backend>(
                 s.images as f64 / elapsed.max(1e-9)
             ));
             let log_every = cfg.run.log_every_steps;
-            if log_every > 0 && pos.global_step % log_every == 0 {
+            if is_root && log_every > 0 && pos.global_step % log_every == 0 {
                 let r = StepRecord {
                     kind: "step".into(),
                     epoch,
@@ -711,13 +833,20 @@ pub fn train<M: Classifier<D>, D: Backend>(
                 )?;
             }
             let every = cfg.run.checkpoint_every_steps;
-            if every > 0 && pos.step_in_epoch % every == 0 && pos.step_in_epoch < steps {
+            if is_root && every > 0 && pos.step_in_epoch % every == 0 && pos.step_in_epoch < steps {
                 pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
                 save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
             }
-            if progress.cancelled() {
+            // rank 0's interruption stops every rank at the same step
+            let mut stop = [if progress.cancelled() { 1.0 } else { 0.0 }];
+            if par.is_parallel() {
+                par.comm.all_reduce_f64(&mut stop).map_err(cerr)?;
+            }
+            if stop[0] > 0.0 {
                 pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
-                save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+                if is_root {
+                    save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+                }
                 progress.finish();
                 return Err(TrainError::Model(crate::Error::Interrupted(format!(
                     "stopped at epoch {}, step {}; `robust-paf train --resume {}` continues",
@@ -735,7 +864,7 @@ pub fn train<M: Classifier<D>, D: Backend>(
         let evaluate = !in_warmup && (main_epoch % cfg.eval.every == 0 || last_epoch);
         let eval_started = Instant::now();
         let (test_clean, test_pgd) = if evaluate {
-            let (c, p) = evaluate_epoch(cfg, &mut model, dev, &eval, epoch, progress)?;
+            let (c, p) = evaluate_epoch(cfg, &mut model, dev, &eval, epoch, progress, &par)?;
             (Some(c), p)
         } else {
             (None, None)
@@ -786,14 +915,19 @@ pub fn train<M: Classifier<D>, D: Backend>(
         };
         // metrics line, then best, then last: a kill in between is undone on resume (the
         // metrics are cut back to the last checkpoint and the epoch is run again, identically)
-        append_line(
-            &metrics_path,
-            &serde_json::to_string(&record).expect("serialisable"),
-        )?;
-        if is_best {
-            save_checkpoint(&best_path, &model, None, &meta_for(&pos))?;
+        if is_root {
+            append_line(
+                &metrics_path,
+                &serde_json::to_string(&record).expect("serialisable"),
+            )?;
+            if is_best {
+                save_checkpoint(&best_path, &model, None, &meta_for(&pos))?;
+            }
+            save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
         }
-        save_checkpoint(&last_path, &model, Some(&opt), &meta_for(&pos))?;
+        // rank 0's weights again on every rank (replicas that a reduction rounded apart cannot
+        // drift)
+        broadcast_state(&*par.comm, &mut model, &mut opt, &meta_for(&pos))?;
         progress.message(&format!(
             "epoch {:>3}/{} lr {:.4} | train loss {:.4} clean {}{} | test{}{}{}{} | {:.0} s, {:.1} img/s",
             epoch + 1,
@@ -822,7 +956,60 @@ pub fn train<M: Classifier<D>, D: Backend>(
     }
     progress.outer(total_epochs as u64, total_epochs as u64);
 
-    // the summary: from the records (a resumed run reads the earlier ones back)
+    // the summary: from the records (a resumed run reads the earlier ones back), rank 0's
+    if !is_root {
+        let theirs = broadcast_result(&*par.comm, None).map_err(TrainError::Model)?;
+        let summary = match theirs {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| TrainError::Parse {
+                origin: "rank 0's summary".into(),
+                message: e.to_string(),
+            })?,
+            Err(m) => {
+                return Err(TrainError::Model(crate::Error::Collective(format!(
+                    "rank 0 stopped: {m}"
+                ))))
+            }
+        };
+        return Ok(TrainedRun {
+            model,
+            summary,
+            dir: dir.to_path_buf(),
+        });
+    }
+    let summary = root_summary(
+        cfg,
+        &model,
+        dir,
+        &pos,
+        last_record,
+        selection,
+        eval.labels.len(),
+    );
+    let mine = match &summary {
+        Ok(s) => Ok(serde_json::to_vec(s).expect("serialisable")),
+        Err(e) => Err(e.to_string()),
+    };
+    if par.is_parallel() {
+        let _ = broadcast_result(&*par.comm, Some(mine)).map_err(TrainError::Model)?;
+    }
+    Ok(TrainedRun {
+        model,
+        summary: summary?,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Rank 0's end of a run: `summary.json` from the metrics records.
+fn root_summary<M: Classifier<D>, D: Backend>(
+    cfg: &TrainConfig,
+    model: &M,
+    dir: &Path,
+    pos: &RunPosition,
+    last_record: Option<EpochRecord>,
+    selection: Selection,
+    test_examples: usize,
+) -> Result<RunSummary, TrainError> {
+    let total_epochs = cfg.optim.warmup_epochs + cfg.optim.epochs;
     let records = read_metrics(dir)?;
     let last = last_record.or_else(|| records.last().cloned());
     let best_record = pos
@@ -869,8 +1056,8 @@ pub fn train<M: Classifier<D>, D: Backend>(
         final_clean_accuracy: last_eval.and_then(|r| r.test_clean_accuracy),
         final_pgd_accuracy: last_eval.and_then(|r| r.test_pgd_accuracy),
         final_train_loss: last.map(|r| r.train_loss).unwrap_or(f64::NAN),
-        activation_parameters: activation_map(&model),
-        test_examples: eval.labels.len(),
+        activation_parameters: activation_map(model),
+        test_examples,
         seconds: pos.seconds,
         crate_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -880,9 +1067,5 @@ pub fn train<M: Classifier<D>, D: Backend>(
             .expect("serialisable")
             .as_bytes(),
     )?;
-    Ok(TrainedRun {
-        model,
-        summary,
-        dir: dir.to_path_buf(),
-    })
+    Ok(summary)
 }

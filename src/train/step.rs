@@ -35,6 +35,7 @@ use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul, TrySub};
 
 use super::config::{TrainerConfig, TrainerKind};
 use super::optim::{clip_coefficient, step_rules, Sgd};
+use super::parallel::{all_reduce_gradients, broadcast_buffers, comm_err, Parallel};
 use crate::activations::{Activation, ActivationKind};
 use crate::attacks::{
     argmax, device_err, one_hot, pgd_from, trades_adversary_from, Images, Noise, Norm, PgdConfig,
@@ -162,20 +163,86 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
     start: Start<'_, Images<M, D>>,
 ) -> Result<StepOutcome, Error> {
     let n = x.shape().0;
+    let shard = ShardOf {
+        offset: 0,
+        global_len: n,
+    };
+    train_step_parallel(
+        cfg,
+        settings,
+        model,
+        opt,
+        x,
+        labels,
+        start,
+        &Parallel::single(),
+        shard,
+    )
+}
+
+/// Where a rank's images sit in the global batch of a data-parallel step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardOf {
+    /// The position of the first image in the global batch.
+    pub offset: usize,
+    /// The size of the global batch.
+    pub global_len: usize,
+}
+
+/// [`train_step`] on this rank's shard `x` of a global batch, the ranks of `par` together
+/// ([`super::parallel`]): the loss scaled by the shard's share, the gradients summed over the
+/// ranks, β's clip applied to the sum, rank 0's batch-norm running statistics on every rank
+/// after each training-mode pass (or SyncBN). [`Start::Seeded`] draws the global batch's δ₀ and
+/// takes the shard's rows. The outcome is the global batch's (loss, counts, `n`), on every rank;
+/// a non-finite loss on any rank stops every rank before the update.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_parallel<M: Classifier<D>, D: Backend>(
+    cfg: &TrainerConfig,
+    settings: &StepSettings,
+    model: &mut M,
+    opt: &mut Sgd<D>,
+    x: &Images<M, D>,
+    labels: &[usize],
+    start: Start<'_, Images<M, D>>,
+    par: &Parallel,
+    shard: ShardOf,
+) -> Result<StepOutcome, Error> {
+    let n = x.shape().0;
     crate::attacks::check_labels(labels, n, M::Classes::SIZE)?;
+    let parallel = par.is_parallel();
+    if shard.offset + n > shard.global_len {
+        return Err(Error::Device(format!(
+            "shard {}..{} outside the global batch of {}",
+            shard.offset,
+            shard.offset + n,
+            shard.global_len
+        )));
+    }
     let dev = x.device().clone();
     let k = M::Classes::SIZE;
     let y = one_hot::<M::Classes, D>(&dev, labels)?;
     let de = device_err;
+    let comm = &*par.comm;
+    // SyncBN: every training-mode batch norm of this step, forward and backward
+    let _bn_sync = crate::ops::sync::SyncScope::install(par.bn_sync());
+    let per_rank_bn = parallel && !par.sync_batch_norm;
     model.train();
-    // the official ℓ2 steps' zero-gradient noise: from the step's seed
+    // the official ℓ2 steps' zero-gradient noise: from the step's seed (and the rank)
     let noise_seed = match start {
-        Start::Seeded(seed) => seed ^ 0x005E_ED0F_2E50,
+        Start::Seeded(seed) => seed ^ 0x005E_ED0F_2E50 ^ (comm.rank() as u64).rotate_left(40),
         Start::Given(_) => 0,
     };
     let drawn;
     let delta0 = match start {
         Start::Given(d) => d,
+        Start::Seeded(seed) if parallel || shard.global_len != n => {
+            // the global batch's δ₀, this shard's rows
+            let all = draw_start::<M, D>(cfg, &dev, shard.global_len, seed)?.as_vec();
+            let f = all.len() / shard.global_len.max(1);
+            let rows = all[shard.offset * f..(shard.offset + n) * f].to_vec();
+            drawn = dev.tensor_from_vec(rows, *x.shape());
+            &drawn
+        }
         Start::Seeded(seed) => {
             drawn = draw_start::<M, D>(cfg, &dev, n, seed)?;
             &drawn
@@ -200,6 +267,10 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
             }
             .map_err(de)?;
             out.clean_correct = correct(&clean.as_vec(), k, labels);
+            if per_rank_bn && cfg.clean_pass_updates_bn {
+                // the attack's replicas see the buffers rank 0's clean pass updated
+                broadcast_buffers(comm, model)?;
+            }
             let pgd = PgdConfig {
                 norm: cfg.norm,
                 eps: cfg.eps,
@@ -274,12 +345,43 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
         _ => loss,
     };
     out.loss = loss.as_vec()[0] as f64;
+    let share = n as f64 / shard.global_len.max(1) as f64;
+    let loss = if parallel {
+        // the global batch's loss and counts on every rank, and one decision on a non-finite loss
+        let finite = out.loss.is_finite();
+        let mut v = [
+            if finite { out.loss * share } else { 0.0 },
+            if finite { 0.0 } else { 1.0 },
+            out.clean_correct as f64,
+            out.adv_correct.unwrap_or(0) as f64,
+        ];
+        comm.all_reduce_f64(&mut v).map_err(comm_err)?;
+        if v[1] > 0.0 {
+            return Err(Error::NonFinite {
+                what: format!(
+                    "training loss ({} on rank {}, non-finite on {} of {} ranks)",
+                    out.loss,
+                    comm.rank(),
+                    v[1],
+                    comm.size()
+                ),
+            });
+        }
+        out.loss = v[0];
+        out.n = shard.global_len;
+        out.clean_correct = v[2].round() as usize;
+        out.adv_correct = out.adv_correct.map(|_| v[3].round() as usize);
+        loss.try_mul(share as Elem).map_err(de)?
+    } else {
+        loss
+    };
     if !out.loss.is_finite() {
         return Err(Error::NonFinite {
             what: format!("training loss ({})", out.loss),
         });
     }
     let mut grads = loss.try_backward().map_err(de)?;
+    all_reduce_gradients(comm, model, &mut grads)?;
     // clip β's gradient norm (a scalar: its absolute value)
     let mut beta_scale = None;
     if learnable_beta {
@@ -292,6 +394,9 @@ pub fn train_step<M: Classifier<D>, D: Backend>(
     }
     let rules = step_rules(model, settings.decay_activation, beta_scale);
     opt.step_with(model, &mut grads, &rules)?;
+    if per_rank_bn {
+        broadcast_buffers(comm, model)?;
+    }
     Ok(out)
 }
 

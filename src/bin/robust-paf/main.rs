@@ -18,6 +18,7 @@ mod interop_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use interop_cmd::{cmd_export, cmd_import, CliError, ExportArgs, ImportArgs};
 
@@ -28,12 +29,13 @@ use robust_paf::eval::{AaVersion, Epsilon, EvalConfig};
 use robust_paf::progress::{self, Progress, Silent};
 use robust_paf::train::assess::{checkpoint_test_set, SHAPE_METRICS_FILE};
 use robust_paf::train::checkpoint::read_checkpoint;
+use robust_paf::train::collective::from_environment;
 use robust_paf::train::config::{preset_or_error, PRESETS};
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
-    evaluate_checkpoint, load_data, run_shape_metrics, train_named, ShapeMetricsConfig,
-    TrainConfig, TrainData, TrainError,
+    evaluate_checkpoint, load_data, run_shape_metrics, train_named_parallel, Collective,
+    ShapeMetricsConfig, Single, TrainConfig, TrainData, TrainError,
 };
 
 #[derive(Parser)]
@@ -249,18 +251,39 @@ fn train_on(
     mode: RunMode,
     progress: &mut dyn Progress,
 ) -> Result<robust_paf::train::RunSummary, TrainError> {
+    train_on_ranks(device, cfg, data, dir, mode, progress, Rc::new(Single))
+}
+
+/// [`train_on`] as one rank of `comm` (data-parallel under mpirun/srun).
+fn train_on_ranks(
+    device: DeviceArg,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    dir: &Path,
+    mode: RunMode,
+    progress: &mut dyn Progress,
+    comm: Rc<dyn Collective>,
+) -> Result<robust_paf::train::RunSummary, TrainError> {
     match device {
-        DeviceArg::Cpu => train_named(Cpu::seed_from_u64(cfg.seed), cfg, data, dir, mode, progress),
+        DeviceArg::Cpu => train_named_parallel(
+            Cpu::seed_from_u64(cfg.seed),
+            cfg,
+            data,
+            dir,
+            mode,
+            progress,
+            comm,
+        ),
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
             {
                 let dev = dfdx::tensor::Cuda::try_seed_from_u64(cfg.seed)
                     .map_err(|e| device_error(&format!("CUDA: {e:?}")))?;
-                train_named(dev, cfg, data, dir, mode, progress)
+                train_named_parallel(dev, cfg, data, dir, mode, progress, comm)
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (data, dir, mode, progress);
+                let _ = (data, dir, mode, progress, comm);
                 Err(device_error(
                     "this build has no CUDA support (rebuild with --features cuda)",
                 ))
@@ -297,13 +320,27 @@ fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
             .unwrap_or_else(|| PathBuf::from("out").join(&cfg.name));
         (cfg, dir, RunMode::Fresh)
     };
-    let data = load_data(&cfg)?;
-    let mut p: Box<dyn Progress> = if a.quiet {
+    // one rank of several when launched by mpirun/srun (--features mpi), else one process
+    let comm =
+        from_environment().map_err(|e| TrainError::Model(robust_paf::Error::Collective(e)))?;
+    let root = comm.rank() == 0;
+    // rank 0 reads (and downloads) the data first, then the others
+    let data = if root { Some(load_data(&cfg)) } else { None };
+    comm.barrier()
+        .map_err(|e| TrainError::Model(robust_paf::Error::Collective(e.to_string())))?;
+    let data = match data {
+        Some(d) => d?,
+        None => load_data(&cfg)?,
+    };
+    let mut p: Box<dyn Progress> = if a.quiet || !root {
         Box::new(Silent)
     } else {
         progress::auto_training()
     };
-    let s = train_on(a.device, &cfg, &data, &dir, mode, p.as_mut())?;
+    let s = train_on_ranks(a.device, &cfg, &data, &dir, mode, p.as_mut(), comm)?;
+    if !root {
+        return Ok(());
+    }
     println!(
         "finished {}: best epoch {} | clean {} | PGD {} | {} | {}",
         s.name,

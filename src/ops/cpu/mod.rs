@@ -12,7 +12,7 @@ mod sgd;
 
 use dfdx::shapes::HasShape;
 use dfdx::shapes::Shape;
-use dfdx::tensor::{Cpu, Gradients, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 use super::Elem;
@@ -187,6 +187,19 @@ pub(crate) fn par_output(
 pub(crate) const CHUNK: usize = 1 << 14;
 
 impl crate::ops::Backend for Cpu {
+    const SYNC_BATCH_NORM: bool = true;
+    fn write_gradient<S: Shape>(
+        grads: &mut Gradients<Elem, Cpu>,
+        t: &Tensor<S, Elem, Cpu>,
+        v: &[Elem],
+    ) -> Result<(), CpuError> {
+        let g: &mut Vec<Elem> = grads.get_or_alloc_mut(t)?;
+        if g.len() != v.len() {
+            return Err(CpuError::WrongNumElements);
+        }
+        g.copy_from_slice(v);
+        Ok(())
+    }
     fn conv2d_kernel<Si: Shape, So: Shape, const CO: usize, const K: usize, const CI: usize, T>(
         x: Tensor<Si, Elem, Self, T>,
         w: &Tensor<dfdx::shapes::Rank4<CO, K, K, CI>, Elem, Self>,

@@ -114,6 +114,11 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
     let n = total / C;
     let gamma = hold(weight);
     let beta = hold(bias);
+    // SyncBN (training mode only): statistics and the backward's sums over every rank
+    let sync = match running {
+        None => crate::ops::sync::current_sync(),
+        Some(_) => None,
+    };
     let (mean, invstd, stats): (Vec<f64>, Vec<f64>, Option<BatchStatistics>) = match running {
         None => {
             let shift: Vec<f64> = (0..C)
@@ -129,15 +134,25 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                 }
             });
             let m1: Vec<f64> = (0..C).map(|c| sums[c] / n as f64).collect();
-            let mean: Vec<f64> = (0..C).map(|c| shift[c] + m1[c]).collect();
-            let var: Vec<f64> = (0..C)
+            let mut mean: Vec<f64> = (0..C).map(|c| shift[c] + m1[c]).collect();
+            let mut var: Vec<f64> = (0..C)
                 .map(|c| (sums[C + c] / n as f64 - m1[c] * m1[c]).max(0.0))
                 .collect();
+            let mut count = n;
+            if let Some(sync) = &sync {
+                // SyncBN: the statistics of every rank's batch (crate::ops::sync)
+                let m2: Vec<f64> = var.iter().map(|v| v * n as f64).collect();
+                (mean, var, count) = crate::ops::sync::global_moments(&**sync, n, &mean, &m2)
+                    .map_err(|e| {
+                        crate::ops::sync::record_failure(e);
+                        CpuError::WrongNumElements
+                    })?;
+            }
             let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
             let stats = BatchStatistics {
                 mean: mean.clone(),
                 var,
-                count: n,
+                count,
             };
             (mean, invstd, Some(stats))
         }
@@ -187,6 +202,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
         let params: [Option<Tensor<Rank1<1>, Elem, Cpu>>; 2] =
             [params[0].cloned(), params[1].cloned()];
         let training = running.is_none();
+        let n_global = stats.as_ref().map_or(n, |s| s.count);
         let wants_params = crate::ops::parameter_gradients_wanted();
         tape.add_backward_op(move |grads| {
             let _t = crate::ops::profile::scope("bn(+act) bwd");
@@ -295,10 +311,20 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                 sums.iter_mut().zip(s).for_each(|(a, b)| *a += b);
             }
             let (sum_g, sum_gx) = sums.split_at(C);
-            // pass 2, training mode: dx from the sums (`a` = γ·s), and the residual's gradient
+            // pass 2, training mode: dx from the sums (`a` = γ·s), and the residual's gradient;
+            // SyncBN: the sums and count of every rank (γ's and β's gradients stay local)
             if training {
-                let mg: Vec<Elem> = (0..C).map(|c| (sum_g[c] / n as f64) as Elem).collect();
-                let mgx: Vec<Elem> = (0..C).map(|c| (sum_gx[c] / n as f64) as Elem).collect();
+                let mut global = sums.clone();
+                if let Some(sync) = &sync {
+                    sync.sum(&mut global).map_err(|e| {
+                        crate::ops::sync::record_failure(e);
+                        CpuError::WrongNumElements
+                    })?;
+                }
+                let (gsum_g, gsum_gx) = global.split_at(C);
+                let nf = n_global as f64;
+                let mg: Vec<Elem> = (0..C).map(|c| (gsum_g[c] / nf) as Elem).collect();
+                let mgx: Vec<Elem> = (0..C).map(|c| (gsum_gx[c] / nf) as Elem).collect();
                 let mut gr_chunks = chunks_or_none(gr.as_deref_mut(), chunk, n_chunks);
                 gx.par_chunks_mut(chunk)
                     .zip(gz_all.par_chunks(chunk).zip(xs.par_chunks(chunk)))
