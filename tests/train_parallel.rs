@@ -406,6 +406,61 @@ fn a_run_over_two_ranks_resumes_on_one() {
     });
     assert_eq!(sums[0].0, sums[1].0);
     assert_eq!(max_diff(&sums[0].1, &sums[1].1), 0.0);
+
+    // rank 0's setup error (a fresh run into a directory that holds one) is every rank's
+    let errors = on_ranks(2, |g| {
+        let dev = Dev::seed_from_u64(cfg.seed);
+        let comm: Rc<dyn Collective> = Rc::new(g);
+        let cfg1 = quick(&["optim.epochs=1"]);
+        let fresh = RunMode::Fresh;
+        train_parallel(
+            &cfg1,
+            Cnn::new(&dev),
+            &dev,
+            &d,
+            &dir2,
+            fresh,
+            &mut Silent,
+            comm,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    });
+    assert!(errors[0].contains("already holds a run"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("rank 0 stopped") && errors[1].contains("already holds a run"),
+        "{}",
+        errors[1]
+    );
+    // a batch that cannot give every rank an image: an error on every rank, nothing written
+    let dir3 = tmp("too-small");
+    let errors = on_ranks(2, |g| {
+        let dev = Dev::seed_from_u64(cfg.seed);
+        let comm: Rc<dyn Collective> = Rc::new(g);
+        let cfg1 = quick(&["data.batch_size=63"]); // 64 images: a last batch of 1
+        let fresh = RunMode::Fresh;
+        train_parallel(
+            &cfg1,
+            Cnn::new(&dev),
+            &dev,
+            &d,
+            &dir3,
+            fresh,
+            &mut Silent,
+            comm,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    });
+    for e in &errors {
+        assert!(
+            e.contains("data.batch_size") && e.contains("fewer than the 2 ranks"),
+            "{e}"
+        );
+    }
+    assert!(!dir3.exists());
     for p in [&one_dir, &dir, &dir2] {
         let _ = std::fs::remove_dir_all(p);
     }
