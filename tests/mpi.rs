@@ -193,3 +193,36 @@ fn a_killed_rank_stops_the_job_and_the_checkpoint_resumes() {
     assert_eq!(read_metrics(&dir).unwrap().len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Rank 0 cannot start (its run directory already holds a run): the job ends at once with a
+/// non-zero status and rank 0's reason, no rank left waiting for it.
+#[test]
+fn rank_0_errors_end_the_job() {
+    let dir = tmp("exists");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), "name = \"x\"\n").unwrap();
+    let t0 = Instant::now();
+    let o = mpirun(2)
+        .arg(BIN)
+        .args(train_args(&dir, 1, 0))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        t0.elapsed()
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("error: rank 0 of 2") && err.contains("already holds a run"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config.toml")).unwrap(),
+        "name = \"x\"\n",
+        "nothing overwritten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -57,6 +57,12 @@ pub trait Collective {
     fn broadcast_bytes(&self, v: &mut Vec<u8>, root: usize) -> Result<(), CollectiveError>;
     /// Waits until every rank has reached it.
     fn barrier(&self) -> Result<(), CollectiveError>;
+    /// Ends this process with `code` after an error and, over MPI, every other rank of the job
+    /// (`MPI_Abort`: a rank that returned would wait in `MPI_Finalize` for ranks that wait for it).
+    /// The default exits this process.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
     /// The transport, for the run's log (`"MPI (Open MPI v4.1.4)"`).
     fn describe(&self) -> String;
 }
@@ -409,6 +415,9 @@ mod mpi_impl {
         fn barrier(&self) -> Result<(), CollectiveError> {
             self.world.barrier();
             Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
         }
         fn describe(&self) -> String {
             // "Open MPI v4.1.4, package: ..." → "Open MPI v4.1.4"

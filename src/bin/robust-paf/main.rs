@@ -31,6 +31,7 @@ use robust_paf::train::assess::{checkpoint_test_set, SHAPE_METRICS_FILE};
 use robust_paf::train::checkpoint::read_checkpoint;
 use robust_paf::train::collective::from_environment;
 use robust_paf::train::config::{preset_or_error, PRESETS};
+use robust_paf::train::parallel::broadcast_result;
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
@@ -292,8 +293,9 @@ fn train_on_ranks(
     }
 }
 
-fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
-    let (cfg, dir, mode) = if let Some(dir) = a.resume {
+/// The configuration, run directory and mode `robust-paf train`'s arguments name.
+fn train_job(a: &TrainArgs) -> Result<(TrainConfig, PathBuf, RunMode), TrainError> {
+    Ok(if let Some(dir) = &a.resume {
         let path = dir.join(robust_paf::train::run::CONFIG_FILE);
         if !path.is_file() {
             return Err(TrainError::RunDir {
@@ -302,7 +304,7 @@ fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
             });
         }
         let cfg = TrainConfig::from_file_with(&path, &a.set)?;
-        (cfg, dir, RunMode::Resume)
+        (cfg, dir.clone(), RunMode::Resume)
     } else {
         let cfg = match (&a.config, &a.preset) {
             (Some(p), _) => TrainConfig::from_file_with(p, &a.set)?,
@@ -317,17 +319,68 @@ fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
         };
         let dir = a
             .out
+            .clone()
             .unwrap_or_else(|| PathBuf::from("out").join(&cfg.name));
         (cfg, dir, RunMode::Fresh)
-    };
+    })
+}
+
+fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
+    let collective = |e: String| TrainError::Model(robust_paf::Error::Collective(e));
     // one rank of several when launched by mpirun/srun (--features mpi), else one process
-    let comm =
-        from_environment().map_err(|e| TrainError::Model(robust_paf::Error::Collective(e)))?;
+    let comm = from_environment().map_err(collective)?;
+    let result = train_ranks(a, &comm);
+    if let (Err(e), true) = (&result, comm.size() > 1) {
+        // the other ranks may wait for this one: end the whole job (MPI_Abort), after the line
+        eprintln!("error: rank {} of {}: {e}", comm.rank(), comm.size());
+        comm.abort(1);
+    }
+    result
+}
+
+/// `robust-paf train` as one rank of `comm`.
+fn train_ranks(a: TrainArgs, comm: &Rc<dyn Collective>) -> Result<(), TrainError> {
+    let collective = |e: String| TrainError::Model(robust_paf::Error::Collective(e));
+    let comm = comm.clone();
     let root = comm.rank() == 0;
+    // rank 0 reads the configuration (the run directory may be on its machine only) and sends it
+    let mine = root.then(|| train_job(&a));
+    let (cfg, dir, mode) = if comm.size() == 1 {
+        mine.expect("rank 0")?
+    } else {
+        let sent = mine.as_ref().map(|r| match r {
+            Ok((cfg, dir, mode)) => Ok(serde_json::to_vec(&serde_json::json!({
+                "config": cfg.to_toml(),
+                "dir": dir,
+                "resume": *mode == RunMode::Resume,
+            }))
+            .expect("serialisable")),
+            Err(e) => Err(e.to_string()),
+        });
+        let got = broadcast_result(&*comm, sent).map_err(TrainError::Model)?;
+        match (mine, got) {
+            (Some(r), _) => r?,
+            (None, Err(m)) => return Err(collective(format!("rank 0 stopped: {m}"))),
+            (None, Ok(bytes)) => {
+                let bad = |m: String| collective(format!("rank 0's configuration: {m}"));
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                let text = v["config"].as_str().unwrap_or_default();
+                let cfg = TrainConfig::from_toml(text, "rank 0's configuration")?;
+                let dir: PathBuf =
+                    serde_json::from_value(v["dir"].clone()).map_err(|e| bad(e.to_string()))?;
+                let mode = if v["resume"].as_bool() == Some(true) {
+                    RunMode::Resume
+                } else {
+                    RunMode::Fresh
+                };
+                (cfg, dir, mode)
+            }
+        }
+    };
     // rank 0 reads (and downloads) the data first, then the others
     let data = if root { Some(load_data(&cfg)) } else { None };
-    comm.barrier()
-        .map_err(|e| TrainError::Model(robust_paf::Error::Collective(e.to_string())))?;
+    comm.barrier().map_err(|e| collective(e.to_string()))?;
     let data = match data {
         Some(d) => d?,
         None => load_data(&cfg)?,
