@@ -7,6 +7,8 @@
 //!   writes and prints;
 //! - rank 1 killed (`kill -9`) mid-run: `mpirun` stops the job with a non-zero status and names
 //!   the signal, `last.safetensors` is intact, and one process resumes the run to its end;
+//! - a 1-process run killed mid-run resumes on 2 ranks to the uninterrupted run's numbers;
+//! - an error of rank 0 (its run directory already holds a run) ends the whole job at once;
 //! - a build without MPI launched by `mpirun` is refused (covered in `tests/cli.rs` through the
 //!   launcher's environment).
 
@@ -225,4 +227,62 @@ fn rank_0_errors_end_the_job() {
         "nothing overwritten"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 1-process run killed mid-run (`kill -9`) and resumed by 2 ranks ends as the uninterrupted
+/// 1-process run does (per-epoch losses to 1e-4, accuracies equal): the global batches do not
+/// depend on the number of ranks.
+#[test]
+fn a_one_process_run_resumes_on_two_ranks() {
+    let (whole, dir) = (tmp("whole"), tmp("resumed"));
+    let o = Command::new(BIN)
+        .args(train_args(&whole, 2, 0))
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut child = Command::new(BIN)
+        .args(train_args(&dir, 2, 1))
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let last = dir.join(LAST_FILE);
+    let t0 = Instant::now();
+    while !last.exists() && child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    let done = read_checkpoint(&last)
+        .unwrap()
+        .meta
+        .position
+        .unwrap()
+        .global_step;
+    assert!(done < 12, "killed before the end (step {done})");
+    let o = mpirun(2)
+        .arg(BIN)
+        .args(["train", "--quiet", "--resume"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (read_metrics(&whole).unwrap(), read_metrics(&dir).unwrap());
+    assert_eq!(b.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4,
+            "epoch {}: {} vs {}",
+            x.epoch,
+            x.train_loss,
+            y.train_loss
+        );
+        assert_eq!(x.test_clean_accuracy, y.test_clean_accuracy);
+    }
+    for d in [whole, dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
