@@ -9,6 +9,7 @@
 //! - [`step`]: one step of each trainer ([`train_step`], with an explicit δ₀ when asked);
 //! - [`checkpoint`]: safetensors checkpoints (tensors by `state_dict` name, momentum buffers,
 //!   JSON metadata), written atomically, checked before loading;
+//! - [`records`]: `metrics.jsonl` and `summary.json` of a run directory;
 //! - [`run`]: the epoch loop — run directory, `metrics.jsonl`, `best`/`last` checkpoints,
 //!   resume, progress ([`run::train`]);
 //! - [`sweep`]: grids of runs, shards for Slurm arrays, and the table of their results;
@@ -30,6 +31,7 @@ pub mod dispatch;
 pub mod memory;
 pub mod optim;
 pub mod parallel;
+pub mod records;
 pub mod run;
 pub mod step;
 pub mod sweep;
