@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use robust_paf::train::checkpoint::read_checkpoint;
-use robust_paf::train::run::{read_metrics, read_summary, LAST_FILE};
+use robust_paf::train::run::{read_metrics, read_summary, EpochRecord, LAST_FILE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_robust-paf");
 
@@ -77,6 +77,24 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The metrics of two 2-epoch runs, checked to agree epoch by epoch: training loss to 1e-4, the
+/// same clean test accuracy.
+fn same_epochs(one: &Path, other: &Path) -> (Vec<EpochRecord>, Vec<EpochRecord>) {
+    let (a, b) = (read_metrics(one).unwrap(), read_metrics(other).unwrap());
+    assert_eq!(b.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4,
+            "epoch {}: {} vs {}",
+            x.epoch,
+            x.train_loss,
+            y.train_loss
+        );
+        assert_eq!(x.test_clean_accuracy, y.test_clean_accuracy);
+    }
+    (a, b)
+}
+
 #[test]
 fn two_ranks_train_as_one_process() {
     let (one, two) = (tmp("one"), tmp("two"));
@@ -98,17 +116,8 @@ fn two_ranks_train_as_one_process() {
         1,
         "only rank 0 prints the result: {out}"
     );
-    let (a, b) = (read_metrics(&one).unwrap(), read_metrics(&two).unwrap());
-    assert_eq!(b.len(), 2);
+    let (a, b) = same_epochs(&one, &two);
     for (x, y) in a.iter().zip(&b) {
-        assert!(
-            (x.train_loss - y.train_loss).abs() < 1e-4,
-            "epoch {}: {} vs {}",
-            x.epoch,
-            x.train_loss,
-            y.train_loss
-        );
-        assert_eq!(x.test_clean_accuracy, y.test_clean_accuracy);
         assert_eq!(x.test_pgd_accuracy, y.test_pgd_accuracy);
     }
     assert!(read_summary(&two).unwrap().is_some());
@@ -291,18 +300,7 @@ fn a_one_process_run_resumes_on_two_ranks() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let (a, b) = (read_metrics(&whole).unwrap(), read_metrics(&dir).unwrap());
-    assert_eq!(b.len(), 2);
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            (x.train_loss - y.train_loss).abs() < 1e-4,
-            "epoch {}: {} vs {}",
-            x.epoch,
-            x.train_loss,
-            y.train_loss
-        );
-        assert_eq!(x.test_clean_accuracy, y.test_clean_accuracy);
-    }
+    same_epochs(&whole, &dir);
     for d in [whole, dir] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -11,7 +11,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use robust_paf::models::{assign_tensors, named_gradients, named_tensors, Classif
 use robust_paf::progress::{Progress, Silent};
 use robust_paf::train::checkpoint::read_checkpoint;
 use robust_paf::train::config::TrainerKind;
-use robust_paf::train::run::{read_metrics, RunMode, LAST_FILE};
+use robust_paf::train::run::{read_metrics, RunMode, RunSummary, LAST_FILE};
 use robust_paf::train::{
     train, train_parallel, train_step, train_step_parallel, Collective, CollectiveError,
     LocalGroup, Parallel, Sgd, SgdSettings, ShardOf, Start, StepSettings, TrainConfig, TrainData,
@@ -286,6 +286,33 @@ fn quick(extra: &[&str]) -> TrainConfig {
 
 type Cnn = SmallCnn<Pssilu<Dev>, Dev>;
 
+/// A fresh [`train_parallel`] of `cfg` into `dir` on 2 thread ranks, each rank's handle wrapped
+/// by `comm`; rank 0's progress stops the run after `stop` steps (`usize::MAX`: never). Every
+/// rank's summary and tensors, or its error.
+fn train_on_two(
+    cfg: &TrainConfig,
+    d: &TrainData,
+    dir: &Path,
+    stop: usize,
+    comm: impl Fn(LocalGroup) -> Rc<dyn Collective> + Sync,
+) -> Vec<Result<(RunSummary, Named), TrainError>> {
+    on_ranks(2, |g| {
+        let dev = Dev::seed_from_u64(cfg.seed);
+        let (model, mode) = (Cnn::new(&dev), RunMode::Fresh);
+        train_parallel(
+            cfg,
+            model,
+            &dev,
+            d,
+            dir,
+            mode,
+            &mut StopAfter(stop),
+            comm(g),
+        )
+        .map(|run| (run.summary, named_tensors(&run.model).unwrap()))
+    })
+}
+
 /// Stops (as Ctrl-C would) once `after` steps are done.
 struct StopAfter(usize);
 
@@ -323,24 +350,11 @@ fn a_run_over_two_ranks_resumes_on_one() {
     .unwrap();
 
     let dir = tmp("two");
-    let results = on_ranks(2, |g| {
-        let dev = Dev::seed_from_u64(cfg.seed);
-        // rank 0's progress stops the run after 6 of the 8 steps (4 per epoch)
-        let mut stop = StopAfter(6);
-        let comm: Rc<dyn Collective> = Rc::new(g);
-        train_parallel(
-            &cfg,
-            Cnn::new(&dev),
-            &dev,
-            &d,
-            &dir,
-            RunMode::Fresh,
-            &mut stop,
-            comm,
-        )
-        .err()
-        .map(|e| e.to_string())
-    });
+    // rank 0's progress stops the run after 6 of the 8 steps (4 per epoch)
+    let results: Vec<Option<String>> = train_on_two(&cfg, &d, &dir, 6, |g| Rc::new(g))
+        .into_iter()
+        .map(|r| r.err().map(|e| e.to_string()))
+        .collect();
     for (r, e) in results.iter().enumerate() {
         assert!(
             e.as_deref().is_some_and(|e| e.contains("interrupted")),
@@ -387,46 +401,22 @@ fn a_run_over_two_ranks_resumes_on_one() {
 
     // a 2-rank run to the end: every rank returns rank 0's summary
     let dir2 = tmp("two-whole");
-    let sums = on_ranks(2, |g| {
-        let dev = Dev::seed_from_u64(cfg.seed);
-        let comm: Rc<dyn Collective> = Rc::new(g);
-        let cfg1 = quick(&["optim.epochs=1"]);
-        let run = train_parallel(
-            &cfg1,
-            Cnn::new(&dev),
-            &dev,
-            &d,
-            &dir2,
-            RunMode::Fresh,
-            &mut Silent,
-            comm,
-        )
-        .unwrap();
-        (run.summary, named_tensors(&run.model).unwrap())
-    });
+    let sums: Vec<(RunSummary, Named)> =
+        train_on_two(&quick(&["optim.epochs=1"]), &d, &dir2, usize::MAX, |g| {
+            Rc::new(g)
+        })
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(sums[0].0, sums[1].0);
     assert_eq!(max_diff(&sums[0].1, &sums[1].1), 0.0);
 
     // rank 0's setup error (a fresh run into a directory that holds one) is every rank's
-    let errors = on_ranks(2, |g| {
-        let dev = Dev::seed_from_u64(cfg.seed);
-        let comm: Rc<dyn Collective> = Rc::new(g);
-        let cfg1 = quick(&["optim.epochs=1"]);
-        let fresh = RunMode::Fresh;
-        train_parallel(
-            &cfg1,
-            Cnn::new(&dev),
-            &dev,
-            &d,
-            &dir2,
-            fresh,
-            &mut Silent,
-            comm,
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
-    });
+    let cfg1 = quick(&["optim.epochs=1"]);
+    let errors: Vec<String> = train_on_two(&cfg1, &d, &dir2, usize::MAX, |g| Rc::new(g))
+        .into_iter()
+        .map(|r| r.err().map(|e| e.to_string()).unwrap_or_default())
+        .collect();
     assert!(errors[0].contains("already holds a run"), "{}", errors[0]);
     assert!(
         errors[1].contains("rank 0 stopped") && errors[1].contains("already holds a run"),
@@ -435,25 +425,11 @@ fn a_run_over_two_ranks_resumes_on_one() {
     );
     // a batch that cannot give every rank an image: an error on every rank, nothing written
     let dir3 = tmp("too-small");
-    let errors = on_ranks(2, |g| {
-        let dev = Dev::seed_from_u64(cfg.seed);
-        let comm: Rc<dyn Collective> = Rc::new(g);
-        let cfg1 = quick(&["data.batch_size=63"]); // 64 images: a last batch of 1
-        let fresh = RunMode::Fresh;
-        train_parallel(
-            &cfg1,
-            Cnn::new(&dev),
-            &dev,
-            &d,
-            &dir3,
-            fresh,
-            &mut Silent,
-            comm,
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
-    });
+    let cfg1 = quick(&["data.batch_size=63"]); // 64 images: a last batch of 1
+    let errors: Vec<String> = train_on_two(&cfg1, &d, &dir3, usize::MAX, |g| Rc::new(g))
+        .into_iter()
+        .map(|r| r.err().map(|e| e.to_string()).unwrap_or_default())
+        .collect();
     for e in &errors {
         assert!(
             e.contains("data.batch_size") && e.contains("fewer than the 2 ranks"),
@@ -527,10 +503,8 @@ fn a_rank_that_stops_stops_the_run_with_the_checkpoint_intact() {
     let d = fashion(64, 40);
     let cfg = quick(&["run.checkpoint_every_steps=1", "optim.epochs=1"]);
     let dir = tmp("dies");
-    let results = on_ranks(2, |g| {
-        let dev = Dev::seed_from_u64(cfg.seed);
-        let rank = g.rank();
-        let comm: Rc<dyn Collective> = if rank == 1 {
+    let results = train_on_two(&cfg, &d, &dir, usize::MAX, |g| -> Rc<dyn Collective> {
+        if g.rank() == 1 {
             Rc::new(Dies {
                 inner: std::sync::Mutex::new(Some(g)),
                 rank: 1,
@@ -540,20 +514,9 @@ fn a_rank_that_stops_stops_the_run_with_the_checkpoint_intact() {
             })
         } else {
             Rc::new(g)
-        };
-        train_parallel(
-            &cfg,
-            Cnn::new(&dev),
-            &dev,
-            &d,
-            &dir,
-            RunMode::Fresh,
-            &mut Silent,
-            comm,
-        )
-        .err()
+        }
     });
-    let e0 = results[0].as_ref().expect("rank 0 stops");
+    let e0 = results[0].as_ref().expect_err("rank 0 stops");
     assert!(
         matches!(e0, TrainError::Model(robust_paf::Error::Collective(_))),
         "{e0:?}"

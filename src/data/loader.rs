@@ -202,6 +202,12 @@ pub fn shard_range(n: usize, rank: usize, size: usize) -> std::ops::Range<usize>
     rank * n / size..(rank + 1) * n / size
 }
 
+/// `(rank, size)` kept in range: at least one rank, `rank < size`.
+fn shard(rank: usize, size: usize) -> (usize, usize) {
+    let size = size.max(1);
+    (rank.min(size - 1), size)
+}
+
 /// One image of a batch to prepare: where it comes from and whether to augment it.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -445,7 +451,7 @@ impl Loader {
     /// Rank `rank` of `size`'s shard of every batch ([`shard_range`]): the images a whole batch
     /// holds at those positions, identical (order, augmentation) to the unsharded loader's.
     pub fn with_shard(mut self, rank: usize, size: usize) -> Self {
-        self.shard = (rank.min(size.max(1) - 1), size.max(1));
+        self.shard = shard(rank, size);
         self
     }
 
@@ -597,7 +603,7 @@ impl MixedLoader {
 
     /// Rank `rank` of `size`'s shard of every batch (see [`Loader::with_shard`]).
     pub fn with_shard(mut self, rank: usize, size: usize) -> Self {
-        self.shard = (rank.min(size.max(1) - 1), size.max(1));
+        self.shard = shard(rank, size);
         self
     }
 

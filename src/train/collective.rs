@@ -43,6 +43,18 @@ pub enum CollectiveError {
     },
 }
 
+impl From<CollectiveError> for crate::Error {
+    fn from(e: CollectiveError) -> Self {
+        crate::Error::Collective(e.to_string())
+    }
+}
+
+impl From<CollectiveError> for super::TrainError {
+    fn from(e: CollectiveError) -> Self {
+        super::TrainError::Model(e.into())
+    }
+}
+
 /// Sums, broadcasts and a barrier over the ranks of one run: see the module docs.
 pub trait Collective {
     /// This process's rank, `0..size()`; rank 0 writes the run directory.
@@ -372,6 +384,17 @@ mod mpi_impl {
         }
     }
 
+    impl MpiCollective {
+        /// `MPI_Allreduce(MPI_SUM)` of `v` in place, a piece at a time.
+        fn sum<T: mpi::traits::Equivalence + Copy>(&self, v: &mut [T]) {
+            for piece in v.chunks_mut(PIECE) {
+                let send = piece.to_vec();
+                self.world
+                    .all_reduce_into(&send[..], piece, SystemOperation::sum());
+            }
+        }
+    }
+
     impl Collective for MpiCollective {
         fn rank(&self) -> usize {
             self.world.rank() as usize
@@ -380,19 +403,11 @@ mod mpi_impl {
             self.world.size() as usize
         }
         fn all_reduce_f32(&self, v: &mut [f32]) -> Result<(), CollectiveError> {
-            for piece in v.chunks_mut(PIECE) {
-                let send = piece.to_vec();
-                self.world
-                    .all_reduce_into(&send[..], piece, SystemOperation::sum());
-            }
+            self.sum(v);
             Ok(())
         }
         fn all_reduce_f64(&self, v: &mut [f64]) -> Result<(), CollectiveError> {
-            for piece in v.chunks_mut(PIECE) {
-                let send = piece.to_vec();
-                self.world
-                    .all_reduce_into(&send[..], piece, SystemOperation::sum());
-            }
+            self.sum(v);
             Ok(())
         }
         fn broadcast_bytes(&self, v: &mut Vec<u8>, root: usize) -> Result<(), CollectiveError> {

@@ -29,7 +29,10 @@ use dfdx::nn::{RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorRef};
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 
-use super::collective::{BnSync, Collective, CollectiveError, Single};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::collective::{BnSync, Collective, Single};
 use crate::models::{assign_tensors, named_buffers, named_gradients, Classifier};
 use crate::ops::{Backend, Elem};
 use crate::Error;
@@ -82,11 +85,6 @@ impl Parallel {
     }
 }
 
-/// A collective failure as the crate's error (with a SyncBN failure's own message if any).
-pub(crate) fn comm_err(e: CollectiveError) -> Error {
-    Error::Collective(e.to_string())
-}
-
 /// Writes a flat host buffer back into the gradients of the trainable tensors, in visiting order.
 struct WriteBack<'a, D: Backend> {
     grads: &'a mut Gradients<Elem, D>,
@@ -129,7 +127,7 @@ pub fn all_reduce_gradients<M: Classifier<D>, D: Backend>(
         .into_iter()
         .flat_map(|(_, v)| v)
         .collect();
-    comm.all_reduce_f32(&mut flat).map_err(comm_err)?;
+    comm.all_reduce_f32(&mut flat)?;
     let mut w = WriteBack {
         grads,
         flat: &flat,
@@ -163,7 +161,7 @@ pub fn broadcast_buffers<M: Classifier<D>, D: Backend>(
     } else {
         Vec::new()
     };
-    comm.broadcast_bytes(&mut bytes, 0).map_err(comm_err)?;
+    comm.broadcast_bytes(&mut bytes, 0)?;
     if comm.rank() != 0 {
         let total: usize = named.iter().map(|(_, v)| v.len()).sum();
         if bytes.len() != 4 * total {
@@ -189,25 +187,36 @@ pub fn broadcast_buffers<M: Classifier<D>, D: Backend>(
     Ok(())
 }
 
-/// Rank 0's `payload` on every rank, or rank 0's error on every rank: rank 0 passes the result of
-/// its part (setting up the run directory, resuming), the others `None`. A rank other than 0
-/// gets `Err(rank 0's message)` when rank 0 failed.
-pub fn broadcast_result(
+/// Rank 0's side of [`receive_from_root`]: sends the result of its part (setting up the run
+/// directory, reading the configuration, the summary) to the other ranks, its error as a message.
+/// Nothing on one rank.
+pub fn send_to_ranks<T: Serialize, E: std::fmt::Display>(
     comm: &dyn Collective,
-    mine: Option<Result<Vec<u8>, String>>,
-) -> Result<Result<Vec<u8>, String>, Error> {
-    let mut bytes = match &mine {
-        Some(Ok(p)) => [&[0u8][..], p].concat(),
-        Some(Err(m)) => [&[1u8][..], m.as_bytes()].concat(),
-        None => Vec::new(),
-    };
-    comm.broadcast_bytes(&mut bytes, 0).map_err(comm_err)?;
-    if let Some(m) = mine {
-        return Ok(m);
+    result: &Result<T, E>,
+) -> Result<(), Error> {
+    if comm.size() == 1 {
+        return Ok(());
     }
+    let mut bytes = match result {
+        Ok(v) => [&[0u8][..], &serde_json::to_vec(v).expect("serialisable")].concat(),
+        Err(e) => [&[1u8][..], e.to_string().as_bytes()].concat(),
+    };
+    comm.broadcast_bytes(&mut bytes, 0)?;
+    Ok(())
+}
+
+/// What rank 0 sent with [`send_to_ranks`], on a rank other than 0; rank 0's error as
+/// `Error::Collective("rank 0 stopped: …")`.
+pub fn receive_from_root<T: DeserializeOwned>(comm: &dyn Collective) -> Result<T, Error> {
+    let mut bytes = Vec::new();
+    comm.broadcast_bytes(&mut bytes, 0)?;
     match bytes.split_first() {
-        Some((0, p)) => Ok(Ok(p.to_vec())),
-        Some((_, m)) => Ok(Err(String::from_utf8_lossy(m).into_owned())),
+        Some((0, v)) => serde_json::from_slice(v)
+            .map_err(|e| Error::Collective(format!("rank 0 sent an unreadable value: {e}"))),
+        Some((_, m)) => Err(Error::Collective(format!(
+            "rank 0 stopped: {}",
+            String::from_utf8_lossy(m)
+        ))),
         None => Err(Error::Collective("rank 0 sent nothing".into())),
     }
 }
@@ -230,8 +239,7 @@ pub fn broadcast_state<M: Classifier<D>, D: Backend>(
     } else {
         Vec::new()
     };
-    comm.broadcast_bytes(&mut bytes, 0)
-        .map_err(|e| super::TrainError::Model(comm_err(e)))?;
+    comm.broadcast_bytes(&mut bytes, 0)?;
     if comm.rank() == 0 {
         return Ok(meta.position.clone());
     }

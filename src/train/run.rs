@@ -38,7 +38,7 @@ use super::collective::{Collective, Single};
 use super::config::{Selection, TrainConfig, TrainerConfig, TrainerKind};
 use super::data::{TrainData, TrainLoader};
 use super::optim::{LrSchedule, Sgd, SgdSettings};
-use super::parallel::{broadcast_result, broadcast_state, comm_err, Parallel};
+use super::parallel::{broadcast_state, receive_from_root, send_to_ranks, Parallel};
 use super::records::{activation_map, append_line, root_summary, truncate_metrics};
 pub use super::records::{read_metrics, read_summary, EpochRecord, RunSummary, StepRecord};
 use super::step::{draw_start, train_step_parallel, ShardOf, Start, StepSettings};
@@ -201,9 +201,7 @@ fn evaluate_epoch<M: Classifier<D>, D: Backend>(
     }
     progress.finish();
     let mut counts = [clean as f64, robust as f64];
-    par.comm
-        .all_reduce_f64(&mut counts)
-        .map_err(|e| TrainError::Model(comm_err(e)))?;
+    par.comm.all_reduce_f64(&mut counts)?;
     let (clean, robust) = (counts[0], counts[1]);
     let n = n.max(1) as f64;
     Ok((clean / n, with_pgd.then(|| robust / n)))
@@ -290,7 +288,6 @@ pub fn train_parallel<M: Classifier<D>, D: Backend>(
     let is_root = rank == 0;
     let mut silent = Silent;
     let progress: &mut dyn Progress = if is_root { progress } else { &mut silent };
-    let cerr = |e: super::CollectiveError| TrainError::Model(comm_err(e));
     cfg.validate()?;
     if par.is_parallel() && cfg.trainer.sync_batch_norm && !D::SYNC_BATCH_NORM {
         return Err(TrainError::Config {
@@ -472,33 +469,12 @@ pub fn train_parallel<M: Classifier<D>, D: Backend>(
         }
         Ok(None)
     };
-    let mut root_error = None;
-    let mine = if is_root {
-        Some(match root_setup() {
-            Ok(finished) => Ok(serde_json::to_vec(&finished).expect("serialisable")),
-            Err(e) => {
-                let m = e.to_string();
-                root_error = Some(e);
-                Err(m)
-            }
-        })
+    let finished: Option<RunSummary> = if is_root {
+        let r = root_setup();
+        send_to_ranks(&*par.comm, &r)?;
+        r?
     } else {
-        None
-    };
-    let shared = broadcast_result(&*par.comm, mine).map_err(TrainError::Model)?;
-    if let Some(e) = root_error {
-        return Err(e);
-    }
-    let finished: Option<RunSummary> = match shared {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| TrainError::Parse {
-            origin: "rank 0's run state".into(),
-            message: e.to_string(),
-        })?,
-        Err(m) => {
-            return Err(TrainError::Model(crate::Error::Collective(format!(
-                "rank 0 stopped: {m}"
-            ))))
-        }
+        receive_from_root(&*par.comm)?
     };
     // every rank: rank 0's model, momentum buffers and run position
     let state = CheckpointMeta {
@@ -662,7 +638,7 @@ pub fn train_parallel<M: Classifier<D>, D: Backend>(
             // rank 0's interruption stops every rank at the same step
             let mut stop = [if progress.cancelled() { 1.0 } else { 0.0 }];
             if par.is_parallel() {
-                par.comm.all_reduce_f64(&mut stop).map_err(cerr)?;
+                par.comm.all_reduce_f64(&mut stop)?;
             }
             if stop[0] > 0.0 {
                 pos.seconds = seconds_before + run_started.elapsed().as_secs_f64();
@@ -779,44 +755,24 @@ pub fn train_parallel<M: Classifier<D>, D: Backend>(
     progress.outer(total_epochs as u64, total_epochs as u64);
 
     // the summary: from the records (a resumed run reads the earlier ones back), rank 0's
-    if !is_root {
-        let theirs = broadcast_result(&*par.comm, None).map_err(TrainError::Model)?;
-        let summary = match theirs {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| TrainError::Parse {
-                origin: "rank 0's summary".into(),
-                message: e.to_string(),
-            })?,
-            Err(m) => {
-                return Err(TrainError::Model(crate::Error::Collective(format!(
-                    "rank 0 stopped: {m}"
-                ))))
-            }
-        };
-        return Ok(TrainedRun {
-            model,
-            summary,
-            dir: dir.to_path_buf(),
-        });
-    }
-    let summary = root_summary(
-        cfg,
-        &model,
-        dir,
-        &pos,
-        last_record,
-        selection,
-        eval.labels.len(),
-    );
-    let mine = match &summary {
-        Ok(s) => Ok(serde_json::to_vec(s).expect("serialisable")),
-        Err(e) => Err(e.to_string()),
+    let summary = if is_root {
+        let r = root_summary(
+            cfg,
+            &model,
+            dir,
+            &pos,
+            last_record,
+            selection,
+            eval.labels.len(),
+        );
+        send_to_ranks(&*par.comm, &r)?;
+        r?
+    } else {
+        receive_from_root(&*par.comm)?
     };
-    if par.is_parallel() {
-        let _ = broadcast_result(&*par.comm, Some(mine)).map_err(TrainError::Model)?;
-    }
     Ok(TrainedRun {
         model,
-        summary: summary?,
+        summary,
         dir: dir.to_path_buf(),
     })
 }

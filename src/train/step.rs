@@ -35,7 +35,7 @@ use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul, TrySub};
 
 use super::config::{TrainerConfig, TrainerKind};
 use super::optim::{clip_coefficient, step_rules, Sgd};
-use super::parallel::{all_reduce_gradients, broadcast_buffers, comm_err, Parallel};
+use super::parallel::{all_reduce_gradients, broadcast_buffers, Parallel};
 use crate::activations::{Activation, ActivationKind};
 use crate::attacks::{
     argmax, device_err, one_hot, pgd_from, trades_adversary_from, Images, Noise, Norm, PgdConfig,
@@ -235,7 +235,7 @@ pub fn train_step_parallel<M: Classifier<D>, D: Backend>(
     let drawn;
     let delta0 = match start {
         Start::Given(d) => d,
-        Start::Seeded(seed) if parallel || shard.global_len != n => {
+        Start::Seeded(seed) if shard.global_len != n => {
             // the global batch's δ₀, this shard's rows
             let all = draw_start::<M, D>(cfg, &dev, shard.global_len, seed)?.as_vec();
             let f = all.len() / shard.global_len.max(1);
@@ -355,7 +355,7 @@ pub fn train_step_parallel<M: Classifier<D>, D: Backend>(
             out.clean_correct as f64,
             out.adv_correct.unwrap_or(0) as f64,
         ];
-        comm.all_reduce_f64(&mut v).map_err(comm_err)?;
+        comm.all_reduce_f64(&mut v)?;
         if v[1] > 0.0 {
             return Err(Error::NonFinite {
                 what: format!(

@@ -31,7 +31,7 @@ use robust_paf::train::assess::{checkpoint_test_set, SHAPE_METRICS_FILE};
 use robust_paf::train::checkpoint::read_checkpoint;
 use robust_paf::train::collective::from_environment;
 use robust_paf::train::config::{preset_or_error, PRESETS};
-use robust_paf::train::parallel::broadcast_result;
+use robust_paf::train::parallel::{receive_from_root, send_to_ranks};
 use robust_paf::train::run::{read_summary, RunMode};
 use robust_paf::train::sweep::{collect, to_csv, to_markdown, Shard, SweepConfig};
 use robust_paf::train::{
@@ -340,47 +340,28 @@ fn cmd_train(a: TrainArgs) -> Result<(), TrainError> {
 
 /// `robust-paf train` as one rank of `comm`.
 fn train_ranks(a: TrainArgs, comm: &Rc<dyn Collective>) -> Result<(), TrainError> {
-    let collective = |e: String| TrainError::Model(robust_paf::Error::Collective(e));
-    let comm = comm.clone();
     let root = comm.rank() == 0;
     // rank 0 reads the configuration (the run directory may be on its machine only) and sends it
-    let mine = root.then(|| train_job(&a));
-    let (cfg, dir, mode) = if comm.size() == 1 {
-        mine.expect("rank 0")?
+    let (cfg, dir, mode) = if root {
+        let job = train_job(&a);
+        let sent = job
+            .as_ref()
+            .map(|(cfg, dir, mode)| (cfg.to_toml(), dir, *mode == RunMode::Resume));
+        send_to_ranks(&**comm, &sent)?;
+        job?
     } else {
-        let sent = mine.as_ref().map(|r| match r {
-            Ok((cfg, dir, mode)) => Ok(serde_json::to_vec(&serde_json::json!({
-                "config": cfg.to_toml(),
-                "dir": dir,
-                "resume": *mode == RunMode::Resume,
-            }))
-            .expect("serialisable")),
-            Err(e) => Err(e.to_string()),
-        });
-        let got = broadcast_result(&*comm, sent).map_err(TrainError::Model)?;
-        match (mine, got) {
-            (Some(r), _) => r?,
-            (None, Err(m)) => return Err(collective(format!("rank 0 stopped: {m}"))),
-            (None, Ok(bytes)) => {
-                let bad = |m: String| collective(format!("rank 0's configuration: {m}"));
-                let v: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-                let text = v["config"].as_str().unwrap_or_default();
-                let cfg = TrainConfig::from_toml(text, "rank 0's configuration")?;
-                let dir: PathBuf =
-                    serde_json::from_value(v["dir"].clone()).map_err(|e| bad(e.to_string()))?;
-                let mode = if v["resume"].as_bool() == Some(true) {
-                    RunMode::Resume
-                } else {
-                    RunMode::Fresh
-                };
-                (cfg, dir, mode)
-            }
-        }
+        let (text, dir, resume): (String, PathBuf, bool) = receive_from_root(&**comm)?;
+        let cfg = TrainConfig::from_toml(&text, "rank 0's configuration")?;
+        let mode = if resume {
+            RunMode::Resume
+        } else {
+            RunMode::Fresh
+        };
+        (cfg, dir, mode)
     };
     // rank 0 reads (and downloads) the data first, then the others
     let data = if root { Some(load_data(&cfg)) } else { None };
-    comm.barrier().map_err(|e| collective(e.to_string()))?;
+    comm.barrier()?;
     let data = match data {
         Some(d) => d?,
         None => load_data(&cfg)?,
@@ -390,7 +371,7 @@ fn train_ranks(a: TrainArgs, comm: &Rc<dyn Collective>) -> Result<(), TrainError
     } else {
         progress::auto_training()
     };
-    let s = train_on_ranks(a.device, &cfg, &data, &dir, mode, p.as_mut(), comm)?;
+    let s = train_on_ranks(a.device, &cfg, &data, &dir, mode, p.as_mut(), comm.clone())?;
     if !root {
         return Ok(());
     }

@@ -79,6 +79,13 @@ fn channel_sums<const W: usize>(
         })
 }
 
+/// A SyncBN exchange that failed: its reason kept for the caller
+/// ([`crate::ops::sync::take_sync_failure`]), the only error a kernel can return.
+fn sync_failed(reason: String) -> CpuError {
+    crate::ops::sync::record_failure(reason);
+    CpuError::WrongNumElements
+}
+
 /// `buf` cut into `chunk`-sized pieces, or `n` times `None` without a buffer.
 fn chunks_or_none(buf: Option<&mut [Elem]>, chunk: usize, n: usize) -> Vec<Option<&mut [Elem]>> {
     match buf {
@@ -143,10 +150,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
                 // SyncBN: the statistics of every rank's batch (crate::ops::sync)
                 let m2: Vec<f64> = var.iter().map(|v| v * n as f64).collect();
                 (mean, var, count) = crate::ops::sync::global_moments(&**sync, n, &mean, &m2)
-                    .map_err(|e| {
-                        crate::ops::sync::record_failure(e);
-                        CpuError::WrongNumElements
-                    })?;
+                    .map_err(sync_failed)?;
             }
             let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
             let stats = BatchStatistics {
@@ -316,10 +320,7 @@ pub(super) fn forward<S: Shape, const C: usize, T: Tape<Elem, Cpu>, F: ScalarFn>
             if training {
                 let mut global = sums.clone();
                 if let Some(sync) = &sync {
-                    sync.sum(&mut global).map_err(|e| {
-                        crate::ops::sync::record_failure(e);
-                        CpuError::WrongNumElements
-                    })?;
+                    sync.sum(&mut global).map_err(sync_failed)?;
                 }
                 let (gsum_g, gsum_gx) = global.split_at(C);
                 let nf = n_global as f64;
